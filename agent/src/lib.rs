@@ -16,12 +16,26 @@
 //! - [`episode`]: reset / step / restore, traces with file snapshots;
 //! - [`prompt`]: the one [`prompt::State`] rendering used by collection, SFT, RL and evaluation.
 
+pub mod actions;
+pub mod bench;
 pub mod csvio;
+pub mod episode;
 pub mod grade;
+pub mod helper;
 pub mod metric;
+pub mod parse;
+pub mod prompt;
 pub mod reward;
 pub mod rng;
 pub mod sandbox;
+pub mod suite;
+pub mod task;
+pub mod trace;
+pub mod workspace;
 
+pub use episode::{Episode, EpisodeConfig, StepOutcome};
 pub use metric::{Direction, Metric};
+pub use prompt::State;
 pub use reward::{ActionKind, reward};
+pub use task::TaskSpec;
+pub use trace::{Step, Trajectory};
