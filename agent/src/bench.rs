@@ -38,7 +38,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Run the benchmark on `task` in the episode folder `dir`.
 pub fn bench(task: TaskSpec, dir: &Path, steps: usize, runs: usize, config: EpisodeConfig) -> Result<BenchReport, EpisodeError> {
-    let namespaces = config.namespaces;
+    let (namespaces, cpus) = (config.namespaces, config.cpus);
     let script = task.script.clone();
     let mut ep = Episode::reset(task, dir, config)?;
     let responses = [
@@ -60,10 +60,17 @@ pub fn bench(task: TaskSpec, dir: &Path, steps: usize, runs: usize, config: Epis
     ep.step(noop)?;
     let work = ep.workspace().work().to_path_buf();
     let argv = ep.task().run_argv("noop.py");
+    // The plain run gets the same scrubbed environment, so only the sandbox differs.
+    let env = crate::actions::SandboxConfig::scrubbed_env(&work, cpus);
     let mut plain = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        let _ = std::process::Command::new(&argv[0]).args(&argv[1..]).current_dir(&work).output();
+        let _ = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&work)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output();
         plain.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let mut exec = Vec::with_capacity(runs);

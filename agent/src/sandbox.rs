@@ -172,27 +172,21 @@ pub fn run(req: &Request<'_>) -> Result<RunOutput, SandboxError> {
     })?;
     let pid = child.id() as i32;
 
-    let cap = req.limits.output_chars.max(2);
-    let (out_tx, out_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = out_tx.send(read_capped(std::fs::File::from(out_r), cap));
-    });
-    let (wait_tx, wait_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = wait_tx.send(child.wait());
-    });
-    // The supervisor enforces the deadline; this is only a backstop should it ever hang.
+    // Read the output on this thread (EOF means every process holding the pipe has exited), then reap the supervisor.
+    // A watchdog thread is only a backstop should the supervisor ever hang; it is off the critical path.
     let backstop = req.limits.wall + Duration::from_secs(10);
-    if wait_rx.recv_timeout(backstop).is_err() {
-        // SAFETY: kill has no memory effects; the supervisor leads its own process group.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = wait_rx.recv();
-    }
-    let duration = start.elapsed();
-    let (output, output_bytes) = out_rx.recv_timeout(Duration::from_secs(2)).unwrap_or_else(|_| {
-        (String::from("[output unavailable: a process escaped the sandbox holding the output pipe]"), 0)
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(backstop) {
+            // SAFETY: kill has no memory effects; the supervisor leads its own process group.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
     });
+    let (output, output_bytes) = read_capped(std::fs::File::from(out_r), req.limits.output_chars.max(2));
+    let mut child = child;
+    let _ = child.wait();
+    drop(done_tx);
+    let duration = start.elapsed();
 
     let mut record = Vec::new();
     let _ = std::fs::File::from(status_r).read_to_end(&mut record);

@@ -271,25 +271,25 @@ fn write_proc_children_path(buf: &mut [u8; 64], pid: i32) -> usize {
     n
 }
 
-/// The first `n` CPUs this process may run on, as an affinity mask.
+/// `n` of the CPUs this process may run on, as an affinity mask. Successive runs start at successive CPUs, so that
+/// parallel episodes limited to one CPU each spread over the machine instead of all sharing the first CPU.
 fn affinity_for(n: usize) -> Option<libc::cpu_set_t> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     // SAFETY: sched_getaffinity fills the set; CPU_* macros read and write it.
     unsafe {
         let mut current: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut current) != 0 {
             return None;
         }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let mut taken = 0;
-        for cpu in 0..libc::CPU_SETSIZE as usize {
-            if taken == n {
-                break;
-            }
-            if libc::CPU_ISSET(cpu, &current) {
-                libc::CPU_SET(cpu, &mut set);
-                taken += 1;
-            }
+        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &current)).collect();
+        if allowed.is_empty() || n >= allowed.len() {
+            return None;
         }
-        (taken > 0).then_some(set)
+        let start = NEXT.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for i in 0..n {
+            libc::CPU_SET(allowed[(start + i) % allowed.len()], &mut set);
+        }
+        Some(set)
     }
 }
