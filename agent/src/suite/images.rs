@@ -140,7 +140,7 @@ pub fn cifar10(rng: &mut Rng) -> Generated {
         side: 8,
         channels: 3,
         features: vec![],
-        noise: 0.7,
+        noise: 2.2,
         n_train: 1500,
         n_test: 500,
         id: "id",
