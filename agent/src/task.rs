@@ -158,7 +158,7 @@ pub enum TaskError {
         /// The sample submission.
         path: PathBuf,
         /// The grader's error.
-        source: grade::GradeError,
+        source: Box<grade::GradeError>,
     },
 }
 
@@ -278,11 +278,11 @@ fn mle_bench(dir: &Path) -> Result<TaskSpec, TaskError> {
     let sample = dir.join("prepared/public/sample_submission.csv");
     let m_init = if sample.is_file() {
         let answers_table = Table::read(&private.join(&answers))
-            .map_err(|e| TaskError::Baseline { path: sample.clone(), source: e.into() })?;
+            .map_err(|e| TaskError::Baseline { path: sample.clone(), source: Box::new(e.into()) })?;
         let sample_table =
-            Table::read(&sample).map_err(|e| TaskError::Baseline { path: sample.clone(), source: e.into() })?;
+            Table::read(&sample).map_err(|e| TaskError::Baseline { path: sample.clone(), source: Box::new(e.into()) })?;
         grade::grade_tables(metric, &answers_table, &sample_table)
-            .map_err(|source| TaskError::Baseline { path: sample.clone(), source })?
+                .map_err(|e| TaskError::Baseline { path: sample.clone(), source: Box::new(e) })?
     } else {
         // Without a sample submission the baseline is the ideal's opposite end of a unit scale.
         1.0 - ideal

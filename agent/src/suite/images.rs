@@ -282,7 +282,7 @@ pub fn leaf(rng: &mut Rng) -> Generated {
 
 /// whale-categorization-playground: 25 known whales plus many unique `new_whale`s, map@5.
 pub fn whale(rng: &mut Rng) -> Generated {
-    let mut classes: Vec<String> = (0..25).map(|i| format!("w_{:07x}", (i as u64 * 0x2f1b_3c5 + 0x1a2b) & 0xfff_ffff)).collect();
+    let mut classes: Vec<String> = (0..25).map(|i| format!("w_{:07x}", (i as u64 * 0x02f1_b3c5 + 0x1a2b) & 0xfff_ffff)).collect();
     classes.push("new_whale".into());
     let side = 8;
     let protos: Vec<Vec<f64>> = (0..25).map(|_| prototype(rng, side, 1)).collect();
