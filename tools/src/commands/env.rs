@@ -175,10 +175,8 @@ fn replay_task(trace: &Path, task: Option<&str>, first: Option<&str>, seed: u64)
     let saved = trace.parent().map(|d| d.join("episode.json"));
     if let Some(Ok(text)) = saved.map(std::fs::read_to_string) {
         let v: serde_json::Value = serde_json::from_str(&text).context("reading the trace's episode.json")?;
-        if let Some(dir) = v["task_dir"].as_str() {
-            if Path::new(dir).is_dir() {
-                return Ok(TaskSpec::load(Path::new(dir))?);
-            }
+        if let Some(dir) = v["task_dir"].as_str().filter(|d| Path::new(d).is_dir()) {
+            return Ok(TaskSpec::load(Path::new(dir))?);
         }
     }
     let name = first.context("the trace is empty and no --task was given")?;
