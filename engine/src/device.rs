@@ -1,0 +1,93 @@
+//! Run-time backend choice: one binary holds the CPU, WGPU and CUDA backends, and `--device`
+//! picks one. Code generic over `B: Backend` is written once as a [`BackendTask`] and run on the
+//! chosen backend by [`DeviceKind::run`].
+//!
+//! CPU uses burn-flex (measured faster than burn-ndarray on our models, see BENCHMARKS.md and the
+//! README), WGPU runs on any Vulkan/Metal/DX12 adapter and falls back to a software adapter (Mesa
+//! lavapipe) when there is no GPU, and CUDA is loaded at run time (NVRTC compiles the kernels).
+
+use burn::backend::{Cuda, Flex, NdArray, Wgpu};
+use burn::tensor::FloatDType;
+use burn::tensor::backend::Backend;
+use std::str::FromStr;
+
+/// A backend and device to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// burn-flex on the CPU (f32).
+    Cpu,
+    /// burn-ndarray on the CPU (f32), kept for comparison.
+    CpuNdarray,
+    /// WGPU: the default adapter, or the CPU (software) adapter when no GPU adapter exists.
+    Wgpu,
+    /// CUDA device `n`.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" | "flex" => Ok(Self::Cpu),
+            "ndarray" | "cpu-ndarray" => Ok(Self::CpuNdarray),
+            "wgpu" => Ok(Self::Wgpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => Err(format!("unknown device {other:?}: use cpu, ndarray, wgpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu (burn-flex)"),
+            Self::CpuNdarray => write!(f, "cpu (burn-ndarray)"),
+            Self::Wgpu => write!(f, "wgpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Work written once for any backend.
+pub trait BackendTask {
+    /// What the task returns.
+    type Output;
+    /// Runs on backend `B`; `dtype` is the compute dtype to use for weights and activations.
+    fn run<B: Backend>(self, device: B::Device, dtype: FloatDType) -> Self::Output;
+}
+
+/// The WGPU device to use: a real GPU adapter if one exists, else the software CPU adapter
+/// (wgpu ignores software adapters by default).
+pub fn wgpu_device() -> burn::backend::wgpu::WgpuDevice {
+    use burn::backend::wgpu::WgpuDevice;
+    if let Ok(v) = std::env::var("MLAGENT_WGPU_ADAPTER") {
+        if v == "cpu" {
+            return WgpuDevice::Cpu;
+        }
+    }
+    let instance = wgpu::Instance::default();
+    let adapters = cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let has_gpu = adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
+    if has_gpu { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu }
+}
+
+impl DeviceKind {
+    /// Compute dtype: f32 everywhere, or bf16 on CUDA when asked for.
+    pub fn dtype(self, bf16: bool) -> FloatDType {
+        if bf16 && matches!(self, Self::Cuda(_)) { FloatDType::BF16 } else { FloatDType::F32 }
+    }
+
+    /// Runs `task` on this backend.
+    pub fn run<T: BackendTask>(self, task: T, bf16: bool) -> T::Output {
+        let dtype = self.dtype(bf16);
+        match self {
+            Self::Cpu => task.run::<Flex>(Default::default(), dtype),
+            Self::CpuNdarray => task.run::<NdArray<f32>>(Default::default(), dtype),
+            Self::Wgpu => task.run::<Wgpu>(wgpu_device(), dtype),
+            Self::Cuda(n) => task.run::<Cuda>(burn::backend::cuda::CudaDevice::new(n), dtype),
+        }
+    }
+}
