@@ -1,3 +1,5 @@
-//! Trainers and the model-backed policy for mlagent: the tokenizer corpus for the embedded
-//! default model today; SFT (issue "SFT trainer") and step-wise PPO (issue "Step-wise PPO") build
-//! here on the engine, the kernels and the agent crate.
+//! Trainers and the model-backed policy for mlagent. Today: the tokenizer corpus of the embedded
+//! default model. SFT and step-wise PPO (their own issues) build here on the engine, the kernels
+//! and the agent crate.
+
+pub mod corpus;

@@ -1,0 +1,75 @@
+//! `mlagent`: every stage of ML-Agent (arXiv 2505.23723) from one binary.
+//!
+//! A thin layer over the library crates: parse arguments (clap derive; the `///` comments are the
+//! help text), call into the libraries, print results, and map errors to a one-line message and a
+//! non-zero exit code.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// ML-Agent in Rust: a Qwen2 engine on burn (CPU, WGPU, CUDA), an ML-engineering environment, and
+/// the SFT + step-wise RL pipeline of "Reinforcing LLM Agents for Autonomous Machine Learning
+/// Engineering" (arXiv 2505.23723).
+///
+/// Start with `mlagent demo`, or `mlagent init-model --preset tiny --out models/tiny`.
+#[derive(Parser)]
+#[command(name = "mlagent", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded default end to end (see `mlagent demo --help`).
+    Demo(commands::demo::Args),
+    /// Write a randomly initialised preset model and its trained tokenizer as an HF model dir.
+    InitModel(commands::init_model::Args),
+    /// Describe a model directory: architecture, parameters, dtype, tokenizer.
+    Info(commands::info::Args),
+    /// Compute logits for a token sequence and save them as safetensors.
+    Logits(commands::logits::Args),
+    /// Generate text from a prompt (greedy or sampled, batched with a KV cache).
+    Generate(commands::generate::Args),
+    /// Render a chat with the model's chat template, as HF apply_chat_template does.
+    ChatTemplate(commands::chat_template::Args),
+    /// Benchmarks (forward: prefill and decode tokens/s).
+    Bench(commands::bench::Args),
+    /// The built-in task suite: prepare it on disk or list it.
+    Tasks(commands::tasks::Args),
+    /// Score a submission CSV against answers with a Kaggle metric.
+    Grade(commands::grade::Args),
+    /// Drive the ML environment by hand: reset, step, replay, bench.
+    Env(commands::env::Args),
+}
+
+fn main() {
+    // Die quietly on a closed pipe (`mlagent ... | head`) instead of panicking in println!.
+    // SAFETY: called before any thread starts; restores the default disposition of SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MLAGENT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => commands::demo::run(a),
+        Command::InitModel(a) => commands::init_model::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Logits(a) => commands::logits::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::ChatTemplate(a) => commands::chat_template::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::Tasks(a) => commands::tasks::run(a),
+        Command::Grade(a) => commands::grade::run(a),
+        Command::Env(a) => commands::env::run(a),
+    };
+    if let Err(e) = result {
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

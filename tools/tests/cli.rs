@@ -1,0 +1,166 @@
+//! The `mlagent` binary as a user runs it: exact CLI forms, outputs against the HF fixtures, and
+//! bad input that must end in one `error:` line and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn mlagent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mlagent")).args(args).output().expect("run mlagent")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mlagent(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mlagent {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns its single stderr line.
+fn fails(args: &[&str]) -> String {
+    let out = mlagent(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "mlagent {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one error line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().expect("output")).expect("json")
+}
+
+fn reference_ids(name: &str) -> Vec<i64> {
+    let bytes = std::fs::read(fixtures().join("qwen2-tiny-a/reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(name).unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn logits_command_matches_reference_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("l.safetensors");
+    let ids = reference_ids("input_ids");
+    let model = fixtures().join("qwen2-tiny-a");
+    ok(&["logits", "--model", model.to_str().unwrap(), "--input-ids", &join(&ids[..21]), "--output", out.to_str().unwrap()]);
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    assert_eq!(t.shape(), &[21, 512]);
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    let got: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let rb = std::fs::read(model.join("reference.safetensors")).unwrap();
+    let rs = safetensors::SafeTensors::deserialize(&rb).unwrap();
+    let want: Vec<f32> = rs.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let d = got.iter().zip(&want[..21 * 512]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d < 1e-3, "{d}");
+}
+
+#[test]
+fn generate_json_greedy_matches_hf() {
+    let prompt = reference_ids("greedy_prompt");
+    let want = reference_ids("greedy_output");
+    let model = fixtures().join("qwen2-tiny-a");
+    let stdout = ok(&[
+        "generate", "--model", model.to_str().unwrap(), "--prompt-ids", &join(&prompt), "--max-new-tokens", "16",
+        "--temperature", "0", "--format", "json",
+    ]);
+    let v = last_json(&stdout);
+    let got: Vec<i64> = v["token_ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    assert_eq!(got, want[prompt.len()..]);
+    assert!(v["text"].is_string());
+}
+
+#[test]
+fn chat_template_command_matches_golden() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("qwen-tokenizer/chat_template_golden.json")).unwrap()).unwrap();
+    let msgs = tmp.path().join("m.json");
+    std::fs::write(&msgs, golden[0]["messages"].to_string()).unwrap();
+    let dir = fixtures().join("qwen-tokenizer");
+    let v = last_json(&ok(&[
+        "chat-template", "--model", dir.to_str().unwrap(), "--messages", msgs.to_str().unwrap(), "--add-generation-prompt",
+        "--format", "json",
+    ]));
+    assert_eq!(v["text"], golden[0]["text"]);
+    assert_eq!(v["input_ids"], golden[0]["input_ids"]);
+}
+
+#[test]
+fn init_model_is_deterministic_and_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&["init-model", "--preset", "tiny", "--out", a.to_str().unwrap(), "--seed", "3"]);
+    ok(&["init-model", "--preset", "tiny", "--out", b.to_str().unwrap(), "--seed", "3"]);
+    for f in ["tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let info = last_json(&ok(&["info", "--model", a.to_str().unwrap(), "--format", "json"]));
+    assert_eq!(info["vocab_size"], 8192);
+    assert_eq!(info["chat_template"], true);
+    let vocab = info["tokenizer_vocab"].as_u64().unwrap();
+    assert!((4000..=8192).contains(&vocab), "tokenizer vocab {vocab}");
+    // Chat prompt → sampled tokens, reproducible for a seed.
+    let generate = |seed: &str| {
+        last_json(&ok(&[
+            "generate", "--model", a.to_str().unwrap(), "--prompt", "List Files in the work folder", "--chat",
+            "--max-new-tokens", "6", "--temperature", "0.8", "--top-p", "0.9", "--top-k", "50", "--seed", seed, "--format", "json",
+        ]))
+    };
+    let (x, y) = (generate("1"), generate("1"));
+    assert_eq!(x, y);
+    assert!(!x["token_ids"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("qwen2-tiny-a");
+    let m = model.to_str().unwrap();
+    let out = tmp.path().join("o.safetensors");
+    let o = out.to_str().unwrap();
+
+    let e = fails(&["logits", "--model", "/no/such/model", "--input-ids", "1,2", "--output", o]);
+    assert!(e.contains("/no/such/model"), "{e}");
+
+    let e = fails(&["logits", "--model", m, "--input-ids", "1,512", "--output", o]);
+    assert!(e.contains("token id 512"), "{e}");
+
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), broken.join(f)).unwrap();
+    }
+    let st = broken.join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() - 100]).unwrap();
+    let e = fails(&["logits", "--model", broken.to_str().unwrap(), "--input-ids", "1,2", "--output", o]);
+    assert!(e.contains("model.safetensors"), "{e}");
+
+    let cfg = std::fs::read_to_string(model.join("config.json")).unwrap().replace("\"default\"", "\"yarn\"");
+    std::fs::write(broken.join("config.json"), cfg).unwrap();
+    let e = fails(&["info", "--model", broken.to_str().unwrap()]);
+    assert!(e.contains("config.json") && e.contains("yarn"), "{e}");
+
+    let tok = tmp.path().join("tok");
+    std::fs::create_dir(&tok).unwrap();
+    std::fs::copy(fixtures().join("qwen-tokenizer/tokenizer.json"), tok.join("tokenizer.json")).unwrap();
+    let msgs = tmp.path().join("m.json");
+    std::fs::write(&msgs, r#"[{"role": "user", "content": "hi"}]"#).unwrap();
+    let e = fails(&["chat-template", "--model", tok.to_str().unwrap(), "--messages", msgs.to_str().unwrap(), "--format", "json"]);
+    assert!(e.contains("no chat_template"), "{e}");
+
+    std::fs::write(&msgs, "[{not json").unwrap();
+    let e = fails(&["chat-template", "--model", fixtures().join("qwen-tokenizer").to_str().unwrap(), "--messages", msgs.to_str().unwrap()]);
+    assert!(e.contains("m.json"), "{e}");
+}
