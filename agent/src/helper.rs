@@ -5,8 +5,7 @@
 //! vLLM / llama.cpp / SGLang server; put a TLS-terminating proxy in front of a remote `https://` API). The API key is
 //! read from an environment variable named by the caller, never from a flag or a file.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use crate::http::Endpoint;
 use std::time::Duration;
 
 /// A text-completion service.
@@ -46,9 +45,7 @@ pub enum HelperError {
 /// An OpenAI-compatible chat-completions client.
 #[derive(Debug, Clone)]
 pub struct OpenAiHelper {
-    host: String,
-    port: u16,
-    path: String,
+    endpoint: Endpoint,
     model: String,
     api_key: Option<String>,
     timeout: Duration,
@@ -57,83 +54,18 @@ pub struct OpenAiHelper {
 impl OpenAiHelper {
     /// `base_url` like `http://127.0.0.1:8000/v1`; `api_key_env` names the environment variable holding the key.
     pub fn new(base_url: &str, model: &str, api_key_env: Option<&str>) -> Result<Self, HelperError> {
-        let rest = base_url.strip_prefix("http://").ok_or_else(|| HelperError::Url(base_url.into()))?;
-        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| HelperError::Url(base_url.into()))?),
-            None => (authority.to_string(), 80),
-        };
-        if host.is_empty() {
-            return Err(HelperError::Url(base_url.into()));
-        }
-        let path = format!("/{}/chat/completions", path.trim_matches('/')).replace("//", "/");
+        let endpoint = Endpoint::parse(base_url, "chat/completions").ok_or_else(|| HelperError::Url(base_url.into()))?;
         let api_key = api_key_env.and_then(|v| std::env::var(v).ok()).filter(|k| !k.is_empty());
-        Ok(OpenAiHelper { host, port, path, model: model.into(), api_key, timeout: Duration::from_secs(300) })
+        Ok(OpenAiHelper { endpoint, model: model.into(), api_key, timeout: Duration::from_secs(300) })
     }
 
-    fn url(&self) -> String {
-        format!("http://{}:{}{}", self.host, self.port, self.path)
-    }
-}
-
-impl Helper for OpenAiHelper {
-    fn complete(&self, prompt: &str) -> Result<String, HelperError> {
-        let io = |source| HelperError::Io { url: self.url(), source };
-        let body = serde_json::json!({
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": 0.0,
-        })
-        .to_string();
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port)).map_err(io)?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        let auth = self.api_key.as_ref().map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-        let request = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\
-             Connection: close\r\n\r\n{body}",
-            self.path,
-            self.host,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).map_err(io)?;
-        let mut reader = BufReader::new(stream);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).map_err(io)?;
-        let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let (mut length, mut chunked) = (None, false);
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).map_err(io)? == 0 || line.trim().is_empty() {
-                break;
-            }
-            let lower = line.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse::<usize>().ok();
-            }
-            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let mut payload = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                reader.read_line(&mut size).map_err(io)?;
-                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                let mut chunk = vec![0; n + 2];
-                reader.read_exact(&mut chunk).map_err(io)?;
-                payload.extend_from_slice(&chunk[..n]);
-            }
-        } else if let Some(n) = length {
-            payload.resize(n, 0);
-            reader.read_exact(&mut payload).map_err(io)?;
-        } else {
-            reader.read_to_end(&mut payload).map_err(io)?;
-        }
-        let text = String::from_utf8_lossy(&payload).into_owned();
+    /// Send a chat conversation (`[{role, content}]`) with the given sampling temperature; return the reply text.
+    pub fn chat(&self, messages: serde_json::Value, temperature: f64) -> Result<String, HelperError> {
+        let body = serde_json::json!({"model": self.model, "messages": messages, "temperature": temperature}).to_string();
+        let (status, text) = self
+            .endpoint
+            .post_json(&body, self.api_key.as_deref(), self.timeout)
+            .map_err(|source| HelperError::Io { url: self.endpoint.url(), source })?;
         if !(200..300).contains(&status) {
             return Err(HelperError::Status { status, body: text.chars().take(500).collect() });
         }
@@ -145,9 +77,16 @@ impl Helper for OpenAiHelper {
     }
 }
 
+impl Helper for OpenAiHelper {
+    fn complete(&self, prompt: &str) -> Result<String, HelperError> {
+        self.chat(serde_json::json!([{"role": "user", "content": prompt}]), 0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]

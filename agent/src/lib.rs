@@ -14,16 +14,27 @@
 //! - [`parse`]: tolerant parsing of `Thought / Action / Action Input` responses;
 //! - [`reward`]: eq. 6 as one pure function;
 //! - [`episode`]: reset / step / restore, traces with file snapshots;
-//! - [`prompt`]: the one [`prompt::State`] rendering used by collection, SFT, RL and evaluation.
+//! - [`prompt`]: the one [`prompt::State`] rendering used by collection, SFT, RL and evaluation;
+//! - [`ideas`]: per-task idea pools (≥ 100 concrete ideas, each compiled to a real `train.py`);
+//! - [`embed`]: embedders (offline TF-IDF, OpenAI-compatible), cosine distance, farthest-point selection;
+//! - [`policy`]: the [`policy::Policy`] trait every actor implements;
+//! - [`expert`]: the scripted expert and the LLM expert;
+//! - [`collect`]: parallel expert collection into trajectories, SFT samples and a report.
 
 pub mod actions;
 pub mod bench;
+pub mod collect;
 pub mod csvio;
+pub mod embed;
 pub mod episode;
+pub mod expert;
 pub mod grade;
 pub mod helper;
+pub mod http;
+pub mod ideas;
 pub mod metric;
 pub mod parse;
+pub mod policy;
 pub mod prompt;
 pub mod reward;
 pub mod rng;
@@ -35,6 +46,7 @@ pub mod workspace;
 
 pub use episode::{Episode, EpisodeConfig, StepOutcome};
 pub use metric::{Direction, Metric};
+pub use policy::{Policy, Prompt};
 pub use prompt::State;
 pub use reward::{ActionKind, reward};
 pub use task::TaskSpec;

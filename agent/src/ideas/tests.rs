@@ -1,0 +1,105 @@
+use super::*;
+use std::collections::HashSet;
+
+#[test]
+fn every_training_task_has_at_least_100_distinct_ideas() {
+    for a in adapters::ADAPTERS.iter() {
+        let ideas = pool(a.task).unwrap();
+        assert!(ideas.len() >= 100, "{}: {}", a.task, ideas.len());
+        let texts: HashSet<&str> = ideas.iter().map(|i| i.text.as_str()).collect();
+        assert_eq!(texts.len(), ideas.len(), "{}: duplicate texts", a.task);
+        let plans: Vec<&Plan> = ideas.iter().map(|i| i.plan.as_ref().unwrap()).collect();
+        for (i, p) in plans.iter().enumerate() {
+            assert!(!plans[..i].contains(p), "{}: duplicate plan {p:?}", a.task);
+        }
+        let families: HashSet<Family> = ideas.iter().map(|i| i.family).collect();
+        assert!(families.len() >= 8, "{}: {families:?}", a.task);
+    }
+    assert!(matches!(pool("leaf-classification"), Err(IdeaError::NoGenerator(_))));
+    let s = sample_pool("cifar-10", 100, 1).unwrap();
+    assert_eq!(s.len(), 100);
+    assert_eq!(s, sample_pool("cifar-10", 100, 1).unwrap());
+    assert!(matches!(sample_pool("cifar-10", 1000, 1), Err(IdeaError::TooFew { .. })));
+}
+
+/// The facets an idea exercises; a covering subset exercises every piece of generated code.
+fn facets(p: &Plan) -> Vec<String> {
+    let model = |m: &Model| serde_json::to_value(m).unwrap()["name"].as_str().unwrap().to_string();
+    let mut f = vec![format!("features:{}", p.features), format!("model:{}", model(&p.model)), format!("scaling:{:?}", p.scaling)];
+    f.push(format!("data:{}", serde_json::to_value(p.data).unwrap()["step"]));
+    f.push(format!("validation:{}", serde_json::to_value(p.validation).unwrap()["scheme"]));
+    f.push(format!("ensemble:{}", serde_json::to_value(&p.ensemble).unwrap()["kind"]));
+    if let Ensemble::Blend { with } = &p.ensemble {
+        f.push(format!("blend-with:{}", model(with)));
+    }
+    f.push(format!("post:{}", serde_json::to_value(p.post).unwrap()["kind"]));
+    f
+}
+
+/// Run one generated program in a copy of the task's public folder; returns the graded metric.
+fn run_program(task: &crate::TaskSpec, code: &str) -> Result<f64, String> {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(task.public_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("train.py"), code).unwrap();
+    let out = std::process::Command::new("python3").arg("train.py").current_dir(dir.path()).output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    crate::grade::grade(task.metric, &task.answers_path(), &dir.path().join("submission.csv")).map_err(|e| e.to_string())
+}
+
+fn check_ideas(pick: impl Fn(&[Idea]) -> Vec<Idea>) {
+    let jobs: Vec<(crate::TaskSpec, Idea)> = adapters::ADAPTERS
+        .iter()
+        .flat_map(|a| {
+            let task = crate::suite::resolve(a.task, crate::suite::DEFAULT_SEED).unwrap();
+            pick(&pool(a.task).unwrap()).into_iter().map(move |i| (task.clone(), i))
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while let Some((task, idea)) = jobs.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) {
+                    let code = program_for(idea).unwrap();
+                    match run_program(task, &code) {
+                        Ok(m) => assert!(m.is_finite(), "{}: {m}", idea.id),
+                        Err(e) => failures.lock().unwrap().push(format!("{}: {e}", idea.id)),
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{} of {} ideas failed:\n{}", failures.len(), jobs.len(), failures.join("\n"));
+}
+
+/// Every piece of generated code (each feature set, model, scaling, data step, validation, ensemble, post-processing)
+/// runs on every training task and writes a gradable submission.
+#[test]
+fn a_covering_subset_of_every_pool_runs_and_is_graded() {
+    check_ideas(|ideas| {
+        let mut covered = HashSet::new();
+        ideas
+            .iter()
+            .filter(|i| {
+                let new: Vec<String> = facets(i.plan.as_ref().unwrap()).into_iter().filter(|f| !covered.contains(f)).collect();
+                let keep = !new.is_empty();
+                covered.extend(new);
+                keep
+            })
+            .cloned()
+            .collect()
+    });
+}
+
+/// All ~940 ideas (several minutes): `cargo test -p mlagent-agent -- --ignored every_idea`.
+#[test]
+#[ignore]
+fn every_idea_runs_and_is_graded() {
+    check_ideas(|ideas| ideas.to_vec());
+}
