@@ -3,10 +3,20 @@
 //! Every op has a plain-burn reference implementation here: it is the readable specification, the
 //! CPU path, and what the CubeCL kernels are tested against. The engine calls [`attention::attention`]
 //! for every attention in the model, so a fused kernel replaces the reference in one place.
+//! Fused ops go through [`KernelBackend`]: CubeCL kernels on `CubeBackend` (CUDA, WGPU), recorded
+//! custom ops under `Fusion`, custom backward under `Autodiff`, the reference everywhere else.
 //!
 //! Letters used in shape comments: B batch, H query heads, K key/value heads, G = H / K query heads
-//! per KV head, Tq query tokens, Tk key tokens, D head dim.
+//! per KV head, Tq query tokens, Tk key tokens, D head dim, N tokens of a loss, V vocabulary.
 
 pub mod attention;
+mod autodiff;
+pub mod check;
+pub mod cube;
+mod fusion;
+pub mod ops;
+pub mod ppo;
 
 pub use attention::{AttentionMask, attention};
+pub use ops::KernelBackend;
+pub use ppo::{Aggregation, KlEstimator, KlPenalty, PpoBatch, PpoConfig, PpoMetrics, PpoTokenParams, logprobs, ppo_loss};

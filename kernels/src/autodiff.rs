@@ -1,0 +1,90 @@
+//! `Autodiff<B>`: the fused ops as graph nodes with their own backward, so the gradient with
+//! respect to the logits is written once by [`KernelBackend::logprobs_bwd`] and no `[N, V]`
+//! softmax is kept between forward and backward (only the logits, which the model holds anyway,
+//! and the `[N]` log-sum-exp).
+
+use crate::KernelBackend;
+use crate::ppo::PpoTokenParams;
+use burn::backend::autodiff::{
+    Autodiff, NodeId,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::tensor::{
+    backend::AutodiffBackend,
+    ops::{FloatTensor, IntTensor},
+};
+
+/// Backward of a per-row function of the target log-prob: `dlogits = g·coef·(onehot − softmax)`;
+/// `coef` is `None` for the log-prob itself (coefficient 1).
+#[derive(Debug)]
+struct LogitsRowBackward;
+
+impl<B: KernelBackend> Backward<B, 1> for LogitsRowBackward {
+    type State = (NodeId, IntTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        let (logits_id, targets, lse, coef) = ops.state;
+        let logits: FloatTensor<B> = checkpointer.retrieve_node_output(logits_id);
+        if let Some(parent) = parent {
+            let g = match coef {
+                Some(c) => B::float_mul(B::float_cast(g, burn::tensor::FloatDType::F32), c),
+                None => g,
+            };
+            grads.register::<B>(parent.id, B::logprobs_bwd(logits, targets, lse, g));
+        }
+    }
+}
+
+impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn logprobs_fwd(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        match LogitsRowBackward.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let id = prep.checkpoint(&logits);
+                let (logp, lse) = B::logprobs_fwd(logits.primitive.clone(), targets.clone());
+                let logp = prep.finish((id, targets, lse.clone(), None), logp);
+                (logp, <Self as AutodiffBackend>::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (logp, lse) = B::logprobs_fwd(logits.primitive, targets);
+                (prep.finish(logp), <Self as AutodiffBackend>::from_inner(lse))
+            }
+        }
+    }
+
+    fn ppo_token_fwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        old_logp: FloatTensor<Self>,
+        ref_logp: FloatTensor<Self>,
+        advantages: FloatTensor<Self>,
+        params: PpoTokenParams,
+    ) -> [FloatTensor<Self>; 4] {
+        // Old/reference log-probs and advantages are data, not parameters: no gradient flows to them.
+        let inner = |t: FloatTensor<Self>| t.primitive;
+        let constant = <Self as AutodiffBackend>::from_inner;
+        match LogitsRowBackward.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let id = prep.checkpoint(&logits);
+                let [loss, coef, logp, lse] = B::ppo_token_fwd(
+                    logits.primitive.clone(),
+                    targets.clone(),
+                    inner(old_logp),
+                    inner(ref_logp),
+                    inner(advantages),
+                    params,
+                );
+                let loss = prep.finish((id, targets, lse.clone(), Some(coef.clone())), loss);
+                [loss, constant(coef), constant(logp), constant(lse)]
+            }
+            OpsKind::UnTracked(prep) => {
+                let [loss, coef, logp, lse] =
+                    B::ppo_token_fwd(logits.primitive, targets, inner(old_logp), inner(ref_logp), inner(advantages), params);
+                [prep.finish(loss), constant(coef), constant(logp), constant(lse)]
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! [`crate::KernelBackend`] for `CubeBackend<R, F, I, BT>`: one generic impl for every CubeCL
+//! runtime (CUDA, WGPU). Kernels read the tensors' run-time dtype, not the backend's static `F`,
+//! so a tensor `.cast()` to f16 or bf16 runs the same kernels.
+
+pub mod logits_kernels;
+
+use crate::KernelBackend;
+use crate::ppo::{KlEstimator, PpoTokenParams};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::{
+    BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous,
+    ops::numeric::empty_device_dtype, tensor::CubeTensor,
+};
+use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise, prelude::AddressType};
+
+/// Largest address type the tensors need (32-bit unless a buffer exceeds 2³² elements, as
+/// 32k tokens × 152k vocabulary does).
+fn addr<R: CubeRuntime>(ts: &[&CubeTensor<R>]) -> AddressType {
+    ts.iter().map(|t| t.required_address_type()).max().unwrap_or_default()
+}
+
+/// One cube per row; the grid wraps into y past wgpu's 65535-per-dimension limit.
+fn row_grid(n: usize) -> CubeCount {
+    let cx = n.min(65535) as u32;
+    CubeCount::Static(cx, n.div_ceil(cx as usize) as u32, 1)
+}
+
+/// Units per row cube: a power of two between 32 and 256, within the device's limit.
+fn row_block<R: CubeRuntime>(t: &CubeTensor<R>, v: usize) -> u32 {
+    let max_units = t.client.properties().hardware.max_units_per_cube;
+    (v.next_power_of_two() as u32).clamp(32, 256).min(max_units)
+}
+
+fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
+}
+
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBackend for CubeBackend<R, F, I, BT> {
+    fn logprobs_fwd(logits: CubeTensor<R>, targets: CubeTensor<R>) -> (CubeTensor<R>, CubeTensor<R>) {
+        logits.assert_is_on_same_device(&targets);
+        let [n, v] = logits.meta.shape().dims::<2>();
+        let logp = empty_f32(&logits, Shape::new([n]));
+        let lse = empty_f32(&logits, Shape::new([n]));
+        if n == 0 {
+            return (logp, lse);
+        }
+        let block = row_block(&logits, v);
+        let client = logits.client.clone();
+        let address_type = addr(&[&logits, &targets]);
+        let dtypes = [logits.dtype.into(), targets.dtype.into()];
+        logits_kernels::logprobs_fwd_kernel::launch::<R>(
+            &client,
+            row_grid(n),
+            CubeDim::new_1d(block),
+            address_type,
+            logits.into_tensor_arg(),
+            targets.into_tensor_arg(),
+            logp.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            block,
+            dtypes,
+        );
+        (logp, lse)
+    }
+
+    fn logprobs_bwd(logits: CubeTensor<R>, targets: CubeTensor<R>, lse: CubeTensor<R>, grad: CubeTensor<R>) -> CubeTensor<R> {
+        // Both kernels index linearly.
+        let logits = into_contiguous(logits);
+        let targets = into_contiguous(targets);
+        let lse = into_contiguous(lse);
+        let grad = into_contiguous(grad);
+        let [n, v] = logits.meta.shape().dims::<2>();
+        let client = logits.client.clone();
+        let dtype = logits.dtype;
+        let out = empty_device_dtype(client.clone(), logits.device.clone(), Shape::new([n, v]), dtype);
+        if n == 0 || v == 0 {
+            return out;
+        }
+        let vs = client.io_optimized_vector_sizes(dtype.size()).find(|w| v % w == 0).unwrap_or(1);
+        let units = n * v / vs;
+        let cube_dim = CubeDim::new(&client, units);
+        let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+        let address_type = addr(&[&logits, &out]);
+        // SAFETY: every index is checked against `out.len()`, and `logits` has the same layout as `out`.
+        unsafe {
+            logits_kernels::softmax_grad_kernel::launch_unchecked::<R>(
+                &client,
+                cube_count,
+                cube_dim,
+                address_type,
+                vs,
+                logits.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                grad.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                v / vs,
+                dtype.into(),
+            );
+        }
+        let cube_dim = CubeDim::new(&client, n);
+        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+        let dtypes = [dtype.into(), targets.dtype.into()];
+        logits_kernels::target_grad_kernel::launch::<R>(
+            &client,
+            cube_count,
+            cube_dim,
+            address_type,
+            logits.into_tensor_arg(),
+            targets.into_tensor_arg(),
+            lse.into_tensor_arg(),
+            grad.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            dtypes,
+        );
+        out
+    }
+
+    fn ppo_token_fwd(
+        logits: CubeTensor<R>,
+        targets: CubeTensor<R>,
+        old_logp: CubeTensor<R>,
+        ref_logp: CubeTensor<R>,
+        advantages: CubeTensor<R>,
+        params: PpoTokenParams,
+    ) -> [CubeTensor<R>; 4] {
+        logits.assert_is_on_same_device(&targets);
+        let [n, v] = logits.meta.shape().dims::<2>();
+        let outs = [(); 4].map(|_| empty_f32(&logits, Shape::new([n])));
+        if n == 0 {
+            return outs;
+        }
+        let block = row_block(&logits, v);
+        let client = logits.client.clone();
+        let address_type = addr(&[&logits, &targets]);
+        let dtypes = [logits.dtype.into(), targets.dtype.into()];
+        let (kl_kind, kl_coef) = match params.kl {
+            None => (0, 0.0),
+            Some(k) => (
+                match k.estimator {
+                    KlEstimator::K1 => 1,
+                    KlEstimator::K2 => 2,
+                    KlEstimator::K3 => 3,
+                },
+                k.coef,
+            ),
+        };
+        let [loss, coef, logp, lse] = outs;
+        logits_kernels::ppo_fwd_kernel::launch::<R>(
+            &client,
+            row_grid(n),
+            CubeDim::new_1d(block),
+            address_type,
+            logits.into_tensor_arg(),
+            targets.into_tensor_arg(),
+            old_logp.into_tensor_arg(),
+            ref_logp.into_tensor_arg(),
+            advantages.into_tensor_arg(),
+            loss.clone().into_tensor_arg(),
+            coef.clone().into_tensor_arg(),
+            logp.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            params.clip_low,
+            params.clip_high,
+            params.dual_clip.unwrap_or(1.0),
+            kl_coef,
+            params.dual_clip.is_some(),
+            kl_kind,
+            block,
+            dtypes,
+        );
+        [loss, coef, logp, lse]
+    }
+}

@@ -1,0 +1,88 @@
+//! The backend-extension trait through which the fused ops run.
+//!
+//! Each method's default body is the plain-burn reference (the CPU path for Flex and NdArray);
+//! `CubeBackend` overrides them with CubeCL kernels (`cube/`), `Fusion<B>` records them as custom
+//! operations that call the inner backend, and `Autodiff<B>` attaches the custom backward.
+//! Primitives are used instead of `Tensor` because that is the level at which backends compose.
+
+use crate::ppo::{PpoTokenParams, token_loss, token_loss_grad};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
+
+pub(crate) fn ft<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+pub(crate) fn fp<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// Fused ops over `[N, V]` logits. Per-token tensors (`[N]`) are f32 whatever the logits' dtype.
+pub trait KernelBackend: Backend {
+    /// Target log-probs and row log-sum-exps: `logits [N, V]`, `targets [N]` → `(logp [N], lse [N])`.
+    fn logprobs_fwd(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        logprobs_fwd_reference::<Self>(logits, targets)
+    }
+
+    /// `dlogits = grad[n]·(onehot(t[n]) − softmax(logits[n]))`, from the saved `lse`; dtype of `logits`.
+    fn logprobs_bwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        logprobs_bwd_reference::<Self>(logits, targets, lse, grad)
+    }
+
+    /// Per-token PPO terms in one pass over the logits: `[loss, dloss/dlogp, logp, lse]`, each `[N]`.
+    ///
+    /// `loss` is [`crate::ppo::token_loss`]; its gradient with respect to the logits is
+    /// `g·coef·(onehot − softmax)`, which [`KernelBackend::logprobs_bwd`] writes.
+    fn ppo_token_fwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        old_logp: FloatTensor<Self>,
+        ref_logp: FloatTensor<Self>,
+        advantages: FloatTensor<Self>,
+        params: PpoTokenParams,
+    ) -> [FloatTensor<Self>; 4] {
+        let (logp, lse) = Self::logprobs_fwd(logits, targets);
+        let (lp, old, rf, adv) = (ft::<Self, 1>(logp), ft(old_logp), ft(ref_logp), ft(advantages));
+        let loss = token_loss(lp.clone(), old.clone(), rf.clone(), adv.clone(), &params);
+        let coef = token_loss_grad(lp.clone(), old, rf, adv, &params);
+        [fp(loss), fp(coef), fp(lp), lse]
+    }
+}
+
+/// Reference forward of [`KernelBackend::logprobs_fwd`] (f32 math).
+pub fn logprobs_fwd_reference<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x: Tensor<B, 2> = ft::<B, 2>(logits).cast(FloatDType::F32);
+    let [n, _] = x.dims();
+    let t = Tensor::<B, 1, Int>::from_primitive(targets).reshape([n, 1]);
+    let m = x.clone().max_dim(1);
+    let lse = (x.clone() - m.clone()).exp().sum_dim(1).log() + m; // [N, 1]
+    let logp = x.gather(1, t) - lse.clone();
+    (fp(logp.reshape([n])), fp(lse.reshape([n])))
+}
+
+/// Reference backward of [`KernelBackend::logprobs_bwd`].
+pub fn logprobs_bwd_reference<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: IntTensor<B>,
+    lse: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let x: Tensor<B, 2> = ft(logits);
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
+    let [n, _] = x.dims();
+    let t = Tensor::<B, 1, Int>::from_primitive(targets).reshape([n, 1]);
+    let g = ft::<B, 1>(grad).cast(FloatDType::F32).reshape([n, 1]);
+    let p = (x - ft::<B, 1>(lse).cast(FloatDType::F32).reshape([n, 1])).exp();
+    let out = (p * g.clone()).neg().scatter(1, t, g, IndexingUpdateOp::Add);
+    fp(out.cast(dtype))
+}
+
+impl KernelBackend for burn::backend::NdArray<f32> {}
+impl KernelBackend for burn::backend::Flex {}
