@@ -21,27 +21,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Variants carry no doc comments: each command's help (with its example) is its Args' doc.
 enum Command {
-    /// Run the embedded default end to end (see `mlagent demo --help`).
     Demo(commands::demo::Args),
-    /// Write a randomly initialised preset model and its trained tokenizer as an HF model dir.
     InitModel(commands::init_model::Args),
-    /// Describe a model directory: architecture, parameters, dtype, tokenizer.
     Info(commands::info::Args),
-    /// Compute logits for a token sequence and save them as safetensors.
     Logits(commands::logits::Args),
-    /// Generate text from a prompt (greedy or sampled, batched with a KV cache).
     Generate(commands::generate::Args),
-    /// Render a chat with the model's chat template, as HF apply_chat_template does.
     ChatTemplate(commands::chat_template::Args),
-    /// Benchmarks (forward: prefill and decode tokens/s).
     Bench(commands::bench::Args),
-    /// The built-in task suite: prepare it on disk or list it.
     Tasks(commands::tasks::Args),
-    /// Score a submission CSV against answers with a Kaggle metric.
     Grade(commands::grade::Args),
-    /// Drive the ML environment by hand: reset, step, replay, bench.
     Env(commands::env::Args),
+    Collect(commands::collect::Args),
 }
 
 fn main() {
@@ -66,6 +58,7 @@ fn main() {
         Command::Tasks(a) => commands::tasks::run(a),
         Command::Grade(a) => commands::grade::run(a),
         Command::Env(a) => commands::env::run(a),
+        Command::Collect(a) => commands::collect::run(a),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

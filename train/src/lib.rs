@@ -1,5 +1,9 @@
-//! Trainers and the model-backed policy for mlagent. Today: the tokenizer corpus of the embedded
-//! default model. SFT and step-wise PPO (their own issues) build here on the engine, the kernels
-//! and the agent crate.
+//! Trainers and the model-backed policy for mlagent: the tokenizer corpus of the embedded default
+//! model and SFT (stage 1 of ML-Agent). Step-wise PPO (its own issue) builds here too, on the
+//! engine, the kernels and the agent crate.
 
 pub mod corpus;
+pub mod error;
+pub mod sft;
+
+pub use error::{Result, TrainError};

@@ -1,0 +1,159 @@
+//! SFT samples: conversations from ShareGPT (`conversations` with `from: human|gpt`, as
+//! LLaMA-Factory reads) or OpenAI-messages JSONL, tokenised through the model's chat template with
+//! labels only on assistant tokens, and truncated to a cutoff that keeps the prompt's head (the
+//! task header) and its tail (the most recent history and the cue).
+
+use crate::error::{Result, TrainError};
+use mlagent_engine::TextTokenizer;
+use serde_json::Value;
+use std::path::Path;
+
+/// One tokenised sample: `ids[i]` is trained to predict `ids[i+1]` where `labels[i+1]` is true.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// True on tokens the loss covers (assistant text, including its end-of-turn token).
+    pub labels: Vec<bool>,
+}
+
+impl Sample {
+    /// Tokens the loss covers.
+    pub fn label_count(&self) -> usize {
+        self.labels.iter().skip(1).filter(|&&l| l).count()
+    }
+}
+
+/// Reads a JSONL file of conversations in ShareGPT or OpenAI-messages form into chat messages.
+pub fn read_conversations(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |m: String| TrainError::Data { path: path.into(), line: n + 1, message: m };
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        out.push(to_messages(&v).map_err(bad)?);
+    }
+    if out.is_empty() {
+        return Err(TrainError::Data { path: path.into(), line: 0, message: "no samples".into() });
+    }
+    Ok(out)
+}
+
+/// `{"conversations": [{"from", "value"}]}` or `{"messages": [{"role", "content"}]}` → messages.
+fn to_messages(v: &Value) -> std::result::Result<Value, String> {
+    let (list, role_key, text_key) = if let Some(c) = v.get("conversations") {
+        (c, "from", "value")
+    } else if let Some(m) = v.get("messages") {
+        (m, "role", "content")
+    } else {
+        return Err("expected a \"conversations\" (ShareGPT) or \"messages\" (OpenAI) array".into());
+    };
+    let list = list.as_array().ok_or("conversation is not an array")?;
+    let mut msgs = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let role = m.get(role_key).and_then(Value::as_str).ok_or(format!("message {i}: no \"{role_key}\""))?;
+        let role = match role {
+            "human" | "user" => "user",
+            "gpt" | "assistant" => "assistant",
+            "system" => "system",
+            "observation" | "tool" => "tool",
+            other => return Err(format!("message {i}: unknown role {other:?}")),
+        };
+        let content = m.get(text_key).and_then(Value::as_str).ok_or(format!("message {i}: no \"{text_key}\" text"))?;
+        msgs.push(serde_json::json!({"role": role, "content": content}));
+    }
+    if !msgs.iter().any(|m| m["role"] == "assistant") {
+        return Err("no assistant message to learn from".into());
+    }
+    Ok(Value::Array(msgs))
+}
+
+/// Tokenises one conversation: chunks between assistant turns are masked, each assistant turn
+/// (as the template renders it, end-of-turn included) is labelled. Each chunk is encoded on its
+/// own, as LLaMA-Factory does, so that a chunk boundary never merges tokens across it.
+pub fn tokenize(tok: &TextTokenizer, messages: &Value) -> Result<Sample> {
+    let tmpl = tok.chat_template()?;
+    let msgs = messages.as_array().expect("messages array");
+    let mut ids = Vec::new();
+    let mut labels = Vec::new();
+    let mut done = String::new(); // text already tokenised
+    for i in 0..msgs.len() {
+        if msgs[i]["role"] != "assistant" {
+            continue;
+        }
+        let prefix = tmpl.render_json(&Value::Array(msgs[..i].to_vec()), true)?;
+        let upto = tmpl.render_json(&Value::Array(msgs[..=i].to_vec()), false)?;
+        let (Some(masked), Some(answer)) = (prefix.strip_prefix(done.as_str()), upto.strip_prefix(prefix.as_str())) else {
+            return Err(TrainError::Template(format!(
+                "the chat template does not render conversations incrementally (turn {i}); cannot place labels"
+            )));
+        };
+        for (text, label) in [(masked, false), (answer, true)] {
+            let t = tok.encode(text, false)?;
+            labels.extend(std::iter::repeat_n(label, t.len()));
+            ids.extend(t);
+        }
+        done = upto;
+    }
+    Ok(Sample { ids, labels })
+}
+
+/// Truncates to `cutoff` tokens. Labelled tokens at the end are kept first (up to half the cutoff
+/// when the prompt is long); of the prompt before them, the first 60% of the remaining budget
+/// (the task header) and the last 40% (the most recent history and the cue) are kept and the
+/// middle (older history) is dropped.
+pub fn truncate(s: &Sample, cutoff: usize) -> Sample {
+    let n = s.ids.len();
+    if n <= cutoff {
+        return s.clone();
+    }
+    // The completion: the trailing run that starts at the last labelled chunk.
+    let first_label = s.labels.iter().rposition(|&l| !l).map_or(0, |p| p + 1);
+    let completion = n - first_label;
+    let keep_completion = completion.min(cutoff.saturating_sub((n - completion).min(cutoff / 2)));
+    let budget = cutoff - keep_completion;
+    let head = budget * 3 / 5;
+    let tail = budget - head;
+    let mut idx: Vec<usize> = (0..head).collect();
+    idx.extend(first_label - tail..first_label);
+    idx.extend(first_label..first_label + keep_completion);
+    Sample { ids: idx.iter().map(|&i| s.ids[i]).collect(), labels: idx.iter().map(|&i| s.labels[i]).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_head_tail_and_completion() {
+        let s = Sample { ids: (0..100).collect(), labels: (0..100).map(|i| i >= 90).collect() };
+        let t = truncate(&s, 40);
+        assert_eq!(t.ids.len(), 40);
+        // 10 completion tokens kept whole; 30 prompt tokens: 18 head + 12 tail.
+        assert_eq!(&t.ids[..18], &(0..18).collect::<Vec<u32>>()[..]);
+        assert_eq!(&t.ids[18..30], &(78..90).collect::<Vec<u32>>()[..]);
+        assert_eq!(&t.ids[30..], &(90..100).collect::<Vec<u32>>()[..]);
+        assert_eq!(t.labels.iter().filter(|&&l| l).count(), 10);
+        assert_eq!(truncate(&s, 200), s);
+    }
+
+    #[test]
+    fn reads_sharegpt_and_openai_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.jsonl");
+        std::fs::write(
+            &p,
+            "{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}, {\"from\": \"gpt\", \"value\": \"a\"}]}\n\
+             {\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n",
+        )
+        .unwrap();
+        let c = read_conversations(&p).unwrap();
+        assert_eq!(c[0], c[1]);
+        std::fs::write(&p, "{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}]}\n").unwrap();
+        let e = read_conversations(&p).unwrap_err().to_string();
+        assert!(e.contains("d.jsonl:1") && e.contains("no assistant"), "{e}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Stage 1 of ML-Agent: supervised fine-tuning on expert trajectories, loss on the actions only.
+
+pub mod data;
+pub mod loss;
+pub mod schedule;
+pub mod trainer;
+
+pub use data::{Sample, read_conversations, tokenize, truncate};
+pub use trainer::{SftConfig, SftRun, StepMetrics};
