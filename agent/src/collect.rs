@@ -63,6 +63,7 @@ pub enum IdeaSource<'a> {
 
 /// Progress of a collection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event {
     /// A task's pool was built and its diverse ideas selected.
     Selected {

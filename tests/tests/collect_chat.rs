@@ -1,0 +1,76 @@
+//! Collected SFT samples render through the model's chat template to exactly the text the policy will see.
+//!
+//! A real (small) collection with the scripted expert writes `sft_messages.jsonl` and `sft_sharegpt.jsonl`; the tiny
+//! preset's tokenizer (ChatML template) renders each sample's prompt, and that must equal the template applied to
+//! `State::messages()` of the state rebuilt from the trajectory — what the model-backed policy renders at run time.
+//! The full conversation (prompt + expert response) must extend the prompt's rendering, so assistant-only labels
+//! start exactly where the policy's generation starts, and the tokenizer must round-trip it.
+
+use burn::backend::Flex;
+use mlagent_agent::collect::{self, CollectConfig, IdeaSource};
+use mlagent_agent::embed::TfIdf;
+use mlagent_agent::episode::EpisodeConfig;
+use mlagent_agent::expert::ScriptedExpert;
+use mlagent_agent::suite;
+use mlagent_agent::trace::Trajectory;
+use mlagent_engine::preset::{Preset, write_preset};
+use mlagent_engine::{ChatMessage, TextTokenizer};
+
+#[test]
+fn collected_samples_render_through_the_chat_template_as_the_policy_sees_them() {
+    let out = tempfile::tempdir().unwrap();
+    let cfg = CollectConfig {
+        tasks: vec!["spaceship-titanic".into()],
+        trajectories_per_task: 1,
+        ideas: 100,
+        diverse: 10,
+        ideas_per_episode: (1, 2),
+        workers: 1,
+        seed: 5,
+        suite_seed: suite::DEFAULT_SEED,
+        out: out.path().to_path_buf(),
+        episode: EpisodeConfig { max_steps: Some(30), namespaces: false, ..Default::default() },
+    };
+    collect::collect(&cfg, &IdeaSource::Offline, &TfIdf::default(), &ScriptedExpert::new(5), &|_| {}).unwrap();
+
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.path().join(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let messages = read("sft_messages.jsonl");
+    let sharegpt = read("sft_sharegpt.jsonl");
+    let trajs: Vec<Trajectory> = read("trajectories.jsonl").into_iter().map(|v| serde_json::from_value(v).unwrap()).collect();
+    assert_eq!(trajs.len(), 1);
+
+    // The tiny preset's tokenizer, trained on the collected text itself.
+    let corpus: Vec<String> = messages
+        .iter()
+        .flat_map(|m| m["messages"].as_array().unwrap().iter().map(|x| x["content"].as_str().unwrap().to_string()))
+        .collect();
+    let model_dir = tempfile::tempdir().unwrap();
+    write_preset::<Flex>(Preset::Tiny, &corpus, 0, model_dir.path(), &Default::default()).unwrap();
+    let tok = TextTokenizer::from_dir(model_dir.path()).unwrap();
+
+    let task = suite::resolve("spaceship-titanic", suite::DEFAULT_SEED).unwrap();
+    let description = task.description_text().unwrap();
+    let states = collect::step_states(&task, &description, &trajs[0], &cfg.episode);
+    assert_eq!(states.len(), messages.len());
+    for (i, ((m, s), state)) in messages.iter().zip(&sharegpt).zip(&states).enumerate() {
+        // What the policy sees: State::messages() through the template, with the generation prompt.
+        let live: Vec<ChatMessage> = state.messages().into_iter().map(|x| ChatMessage::new(x.role, x.content)).collect();
+        let policy_text = tok.apply_chat_template(&live, true).unwrap();
+        // What SFT sees: the sample's user turn through the same template.
+        let prompt_only = serde_json::Value::Array(vec![m["messages"][0].clone()]);
+        let (sample_text, ids) = tok.chat_ids_json(&prompt_only, true).unwrap();
+        assert_eq!(sample_text, policy_text, "step {i}");
+        assert!(policy_text.starts_with("<|im_start|>user\n") && policy_text.ends_with("<|im_start|>assistant\n"));
+        // ShareGPT carries the same two turns.
+        assert_eq!(s["conversations"][0]["value"], m["messages"][0]["content"]);
+        assert_eq!(s["conversations"][1]["value"], m["messages"][1]["content"]);
+        // The full conversation extends the prompt: the response starts where generation starts.
+        let (full, full_ids) = tok.chat_ids_json(&m["messages"], false).unwrap();
+        let response = m["messages"][1]["content"].as_str().unwrap();
+        assert_eq!(full, format!("{policy_text}{response}<|im_end|>\n"), "step {i}");
+        assert_eq!(&full_ids[..ids.len()], &ids[..], "step {i}: prompt tokens are a prefix of the sample's tokens");
+        assert_eq!(tok.decode(&full_ids, false).unwrap(), full, "step {i}");
+    }
+}
