@@ -16,6 +16,8 @@ pub mod cube;
 mod fusion;
 pub mod ops;
 pub mod ppo;
+#[cfg(test)]
+mod wgpu_tests;
 
 pub use attention::{AttentionMask, attention};
 pub use ops::KernelBackend;

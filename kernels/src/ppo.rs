@@ -15,7 +15,7 @@ use crate::KernelBackend;
 use crate::ops::{ft, fp};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Int, Tensor};
+use burn::tensor::{DType, FloatDType, Int, Tensor};
 
 /// Bound on `logp − old_logp` before the exponential (verl), so a stale token cannot overflow.
 pub const LOG_RATIO_CLAMP: f32 = 20.0;
@@ -249,9 +249,11 @@ pub fn aggregate<B: Backend>(values: Tensor<B, 1>, mask: Tensor<B, 1>, agg: Aggr
 /// Metrics from the target log-probs (detached; one host read).
 pub fn metrics<B: Backend>(logp: Tensor<B, 1>, batch: &PpoBatch<B>, p: &PpoTokenParams) -> PpoMetrics {
     let logp = logp.detach();
-    let old = batch.old_logp.clone().detach().cast(FloatDType::F32);
-    let adv = batch.advantages.clone().detach().cast(FloatDType::F32);
-    let mask = batch.mask.clone().detach().cast(FloatDType::F32);
+    let dt = ref_dtype(logp.dtype());
+    let logp = logp.cast(dt);
+    let old = batch.old_logp.clone().detach().cast(dt);
+    let adv = batch.advantages.clone().detach().cast(dt);
+    let mask = batch.mask.clone().detach().cast(dt);
     let r = ratio(logp.clone(), old.clone());
     let (_, is_clipped) = clipped_surrogate(r.clone(), adv, p.clip_low, p.clip_high);
     let mean = |x: Tensor<B, 1>| aggregate(x, mask.clone(), Aggregation::TokenMean);
@@ -260,10 +262,16 @@ pub fn metrics<B: Backend>(logp: Tensor<B, 1>, batch: &PpoBatch<B>, p: &PpoToken
     PpoMetrics { clip_frac: v[0], approx_kl: v[1], ratio_mean: v[2] }
 }
 
-/// Log-probs of the targets by plain ops: `log_softmax(logits)[n, t[n]]`, in f32.
+/// The dtype the references compute in: f64 for f64 inputs (the checks' ground truth), else f32.
+fn ref_dtype(d: DType) -> FloatDType {
+    if d == DType::F64 { FloatDType::F64 } else { FloatDType::F32 }
+}
+
+/// Log-probs of the targets by plain ops: `log_softmax(logits)[n, t[n]]`, in f32 (f64 for f64 logits).
 pub fn logprobs_reference<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let [n, _] = logits.dims();
-    log_softmax(logits.cast(FloatDType::F32), 1).gather(1, targets.reshape([n, 1])).reshape([n])
+    let dt = ref_dtype(logits.dtype());
+    log_softmax(logits.cast(dt), 1).gather(1, targets.reshape([n, 1])).reshape([n])
 }
 
 /// PPO loss by plain burn ops and burn's autodiff: the specification.
@@ -271,7 +279,8 @@ pub fn logprobs_reference<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1
 /// # Shapes
 /// `logits`: `[N, V]`; every field of `batch`: `[N]`. Returns the loss `[1]` (f32) and metrics.
 pub fn ppo_loss_reference<B: Backend>(logits: Tensor<B, 2>, batch: &PpoBatch<B>, cfg: &PpoConfig) -> (Tensor<B, 1>, PpoMetrics) {
-    let f = |t: &Tensor<B, 1>| t.clone().cast(FloatDType::F32);
+    let dt = ref_dtype(logits.dtype());
+    let f = |t: &Tensor<B, 1>| t.clone().cast(dt);
     let logp = logprobs_reference(logits, batch.targets.clone());
     let loss = token_loss(logp.clone(), f(&batch.old_logp), f(&batch.ref_logp), f(&batch.advantages), &cfg.token);
     let metrics = metrics(logp, batch, &cfg.token);
