@@ -19,9 +19,14 @@ pub fn observed_metric(observation: &str) -> Option<f64> {
     num.trim_end_matches('.').parse().ok()
 }
 
-/// A response in the prompt's format: Thought, Action, Action Input (JSON).
-pub fn response(thought: &str, action: &str, input: serde_json::Value) -> String {
-    format!("Thought: {thought}\nAction: {action}\nAction Input: {}", serde_json::to_string_pretty(&input).expect("JSON"))
+/// A response in the prompt's format: Thought, Action, Action Input (a JSON object with the keys in the order the
+/// action's usage lists them, as MLAgentBench shows them).
+pub fn response(thought: &str, action: &str, input: &[(&str, serde_json::Value)]) -> String {
+    let fields: Vec<String> = input
+        .iter()
+        .map(|(k, v)| format!("    {}: {}", serde_json::to_string(k).expect("JSON"), serde_json::to_string(v).expect("JSON")))
+        .collect();
+    format!("Thought: {thought}\nAction: {action}\nAction Input: {{\n{}\n}}", fields.join(",\n"))
 }
 
 #[cfg(test)]

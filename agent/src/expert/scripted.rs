@@ -143,7 +143,7 @@ impl Memory {
         self.stack.push(self.current.take());
         self.current = Some((plan, summary));
         self.last = Last::Wrote { idea, tuned, fixed };
-        Ok(response(&thought, "Write File", json!({"file_name": "train.py", "content": code})))
+        Ok(response(&thought, "Write File", &[("file_name", json!("train.py")), ("content", json!(code))]))
     }
 
     /// Start the next idea, or wrap up.
@@ -173,7 +173,7 @@ impl Memory {
                 "The last submission came from a script I undid. Re-run the kept train.py so submission.csv matches \
                  the best version before finishing.",
                 "Execute Script",
-                json!({"script_name": "train.py"}),
+                &[("script_name", json!("train.py"))],
             ));
         }
         self.finish(direction)
@@ -191,7 +191,7 @@ impl Memory {
         Ok(response(
             "I have tried my ideas and submission.csv holds the predictions of the best script. I will submit.",
             "Final Answer",
-            json!({"final_answer": summary}),
+            &[("final_answer", json!(summary))],
         ))
     }
 
@@ -202,7 +202,7 @@ impl Memory {
                 Ok(response(
                     "First I need to see which files are available in the work folder.",
                     "List Files",
-                    json!({"dir_path": "."}),
+                    &[("dir_path", json!("."))],
                 ))
             }
             Last::Listed => {
@@ -211,7 +211,7 @@ impl Memory {
                     "There is a starter script train.py. Let me read it to understand the baseline and the submission \
                      format.",
                     "Inspect Script Lines",
-                    json!({"script_name": "train.py", "start_line_number": 1, "end_line_number": 100}),
+                    &[("script_name", json!("train.py")), ("start_line_number", json!(1)), ("end_line_number", json!(100))],
                 ))
             }
             Last::Inspected if self.rng.chance(0.5) => {
@@ -219,7 +219,7 @@ impl Memory {
                 Ok(response(
                     "Before changing the model I want to know the columns and value ranges of the training data.",
                     "Understand File",
-                    json!({"file_name": "train.csv", "things_to_look_for": "the columns, the target and typical values"}),
+                    &[("file_name", json!("train.csv")), ("things_to_look_for", json!("the columns, the target and typical values"))],
                 ))
             }
             Last::Inspected | Last::Understood => {
@@ -227,7 +227,7 @@ impl Memory {
                 Ok(response(
                     "I will run the starter as it is to get the baseline metric.",
                     "Execute Script",
-                    json!({"script_name": "train.py"}),
+                    &[("script_name", json!("train.py"))],
                 ))
             }
             Last::RanBaseline => {
@@ -240,7 +240,7 @@ impl Memory {
                 Ok(response(
                     "The script is written. Execute it to see the metric.",
                     "Execute Script",
-                    json!({"script_name": "train.py"}),
+                    &[("script_name", json!("train.py"))],
                 ))
             }
             Last::Ran { idea, tuned: was_tuned, fixed } => {
@@ -273,7 +273,7 @@ impl Memory {
                         Ok(response(
                             &format!("The metric {m:.6} is not better than {best}. I will undo this edit of train.py."),
                             "Undo Edit Script",
-                            json!({"script_name": "train.py"}),
+                            &[("script_name", json!("train.py"))],
                         ))
                     }
                     None if !fixed && !was_tuned => {
@@ -292,7 +292,7 @@ impl Memory {
                         Ok(response(
                             &format!("This variant failed too ({}). Undo the edit and move on.", error_tail(obs)),
                             "Undo Edit Script",
-                            json!({"script_name": "train.py"}),
+                            &[("script_name", json!("train.py"))],
                         ))
                     }
                 }
@@ -304,7 +304,7 @@ impl Memory {
                     return Ok(response(
                         "One more undo restores the best version of train.py.",
                         "Undo Edit Script",
-                        json!({"script_name": "train.py"}),
+                        &[("script_name", json!("train.py"))],
                     ));
                 }
                 self.next(direction)
