@@ -4,6 +4,7 @@
 //! and the `[N]` log-sum-exp).
 
 use crate::KernelBackend;
+use crate::attention_ops::FlashParams;
 use crate::ppo::PpoTokenParams;
 use burn::backend::autodiff::{
     Autodiff, NodeId,
@@ -39,7 +40,52 @@ impl<B: KernelBackend> Backward<B, 1> for LogitsRowBackward {
     }
 }
 
+/// Backward of flash attention: FA2's backward from the saved output and log-sum-exp; q, k, v are
+/// kept as they are (the model holds them anyway), no `[Tq, Tk]` matrix is stored.
+#[derive(Debug)]
+struct FlashBackward;
+
+impl<B: KernelBackend> Backward<B, 3> for FlashBackward {
+    #[allow(clippy::type_complexity)]
+    type State = ([FloatTensor<B>; 5], IntTensor<B>, FlashParams);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [pq, pk, pv] = ops.parents;
+        let dout = grads.consume::<B>(&ops.node);
+        let ([q, k, v, out, lse], pad, params) = ops.state;
+        let (dq, dk, dv) = B::flash_attention_bwd(q, k, v, out, lse, dout, pad, params);
+        for (parent, g) in [(pq, dq), (pk, dk), (pv, dv)] {
+            if let Some(p) = parent {
+                grads.register::<B>(p.id, g);
+            }
+        }
+    }
+}
+
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn flash_attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pad: IntTensor<Self>,
+        params: FlashParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let constant = <Self as AutodiffBackend>::from_inner;
+        let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+        match FlashBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (o, lse) =
+                    B::flash_attention_fwd(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), pad.clone(), params);
+                let state = ([q.primitive, k.primitive, v.primitive, o.clone(), lse.clone()], pad, params);
+                (prep.finish(state, o), constant(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (o, lse) = B::flash_attention_fwd(q.primitive, k.primitive, v.primitive, pad, params);
+                (prep.finish(o), constant(lse))
+            }
+        }
+    }
+
     fn logprobs_fwd(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         match LogitsRowBackward.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {

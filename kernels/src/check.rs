@@ -3,9 +3,12 @@
 //! vocabulary, masks with zeros, advantages of both signs, and old log-probs far enough from the
 //! current ones that ratios land on both sides of the clip range.
 
+use crate::KernelBackend;
+use crate::attention::AttentionMask;
 use crate::ppo::{Aggregation, KlEstimator, PpoBatch, PpoConfig};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 /// Deterministic uniform numbers in [−1, 1) (a 64-bit LCG; tests must not depend on a crate's RNG).
 pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
@@ -110,4 +113,87 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
     let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
     if den == 0.0 { num } else { num / den }
+}
+
+/// Loss and dlogits relative errors of [`crate::ppo_loss`] on backend `B` (logits cast to `dtype`)
+/// against the f64 CPU spec [`crate::ppo::ppo_loss_reference`], on fresh inputs from `seed`.
+pub fn ppo_rel_errors<B: KernelBackend + AutodiffBackend>(
+    n: usize,
+    v: usize,
+    cfg: &PpoConfig,
+    dtype: FloatDType,
+    seed: u64,
+    dev: &B::Device,
+) -> (f64, f64) {
+    type R = Autodiff<NdArray<f64>>;
+    let data = random_logits(n, v, seed);
+    let x = Tensor::<B, 2>::from_data(data.clone(), dev).cast(dtype).require_grad();
+    let batch = random_ppo_batch::<B>(&data, seed + 1, dev);
+    let (loss, _) = crate::ppo_loss(x.clone(), &batch, cfg);
+    let g = x.grad(&loss.backward()).expect("logits gradient");
+    let xr = Tensor::<R, 2>::from_data(data.clone().convert::<f64>(), &Default::default()).require_grad();
+    let rbatch = random_ppo_batch::<R>(&data, seed + 1, &Default::default());
+    let (rloss, _) = crate::ppo::ppo_loss_reference(xr.clone(), &rbatch, cfg);
+    let rg = xr.grad(&rloss.backward()).expect("logits gradient");
+    (rel_err(&host(loss.inner()), &host(rloss.inner())), rel_err(&host(g), &host(rg)))
+}
+
+/// One attention problem: shapes, masking and the seed of its random inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionCase {
+    /// B.
+    pub batch: usize,
+    /// H query heads.
+    pub heads: usize,
+    /// K key/value heads (divides H).
+    pub kv_heads: usize,
+    /// Tq.
+    pub q_len: usize,
+    /// Tk (≥ q_offset + Tq).
+    pub k_len: usize,
+    /// D.
+    pub head_dim: usize,
+    /// Causal masking.
+    pub causal: bool,
+    /// Index of the first query among the keys.
+    pub q_offset: usize,
+    /// Left-pad lengths per batch row.
+    pub pad_lens: Option<Vec<usize>>,
+    /// Seed of q, k, v and the upstream gradient.
+    pub seed: u64,
+}
+
+/// Relative errors `[out, dq, dk, dv]` of [`crate::flash_attention`] on backend `B` (inputs cast
+/// to `dtype`) against the f64 CPU reference of [`crate::attention_ops`], for the loss
+/// `Σ out∘W` with a random W.
+pub fn attention_rel_errors<B: KernelBackend + AutodiffBackend>(c: &AttentionCase, dtype: FloatDType, dev: &B::Device) -> [f64; 4] {
+    type R = Autodiff<NdArray<f64>>;
+    let qs = [c.batch, c.heads, c.q_len, c.head_dim];
+    let ks = [c.batch, c.kv_heads, c.k_len, c.head_dim];
+    let data = |shape: [usize; 4], s: u64| TensorData::new(uniform(shape.iter().product(), c.seed + s), shape);
+    let (qd, kd, vd, wd) = (data(qs, 1), data(ks, 2), data(ks, 3), data(qs, 4));
+    fn run<Bk: KernelBackend + AutodiffBackend>(
+        c: &AttentionCase,
+        d: [&TensorData; 4],
+        dtype: FloatDType,
+        dev: &Bk::Device,
+    ) -> [Vec<f64>; 4] {
+        let t = |x: &TensorData| Tensor::<Bk, 4>::from_data(x.clone(), dev).cast(dtype).require_grad();
+        let (q, k, v) = (t(d[0]), t(d[1]), t(d[2]));
+        let w = Tensor::<Bk, 4>::from_data(d[3].clone(), dev).cast(dtype);
+        let mask = AttentionMask::<Bk>::new(c.causal, c.q_offset, c.pad_lens.clone(), c.q_len, c.k_len, dev);
+        let out = crate::flash_attention(q.clone(), k.clone(), v.clone(), &mask);
+        let grads = (out.clone() * w).sum().backward();
+        let g = |x: &Tensor<Bk, 4>| host(x.grad(&grads).expect("attention gradient"));
+        [host(out.inner()), g(&q), g(&k), g(&v)]
+    }
+    let got = run::<B>(c, [&qd, &kd, &vd, &wd], dtype, dev);
+    let f64d = |x: &TensorData| x.clone().convert::<f64>();
+    let want = run::<R>(c, [&f64d(&qd), &f64d(&kd), &f64d(&vd), &f64d(&wd)], FloatDType::F64, &Default::default());
+    [0, 1, 2, 3].map(|i| rel_err(&got[i], &want[i]))
+}
+
+/// A tensor's values on the host, as f64.
+pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec().expect("numeric tensor")
 }

@@ -3,6 +3,7 @@
 //! `execute` hands the real tensors to the inner backend's kernels (the burn-vision 0.21 pattern).
 
 use crate::KernelBackend;
+use crate::attention_ops::FlashParams;
 use crate::ppo::PpoTokenParams;
 use burn::backend::ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use burn::tensor::{
@@ -23,6 +24,8 @@ enum Kind {
     LogprobsFwd,
     LogprobsBwd,
     PpoFwd(PpoTokenParams),
+    FlashFwd(FlashParams),
+    FlashBwd(FlashParams),
 }
 
 #[derive(Debug)]
@@ -64,6 +67,34 @@ impl<B: FusionBackend + KernelBackend> Operation<B::FusionRuntime> for Op<B> {
                 for (o, t) in outs.iter().zip(res) {
                     h.register_float_tensor::<B>(&o.id, t);
                 }
+            }
+            Kind::FlashFwd(p) => {
+                let ([q, k, v, pad], [o, lse]) = self.desc.as_fixed();
+                let (a, b) = B::flash_attention_fwd(
+                    h.get_float_tensor::<B>(q),
+                    h.get_float_tensor::<B>(k),
+                    h.get_float_tensor::<B>(v),
+                    h.get_int_tensor::<B>(pad),
+                    p,
+                );
+                h.register_float_tensor::<B>(&o.id, a);
+                h.register_float_tensor::<B>(&lse.id, b);
+            }
+            Kind::FlashBwd(p) => {
+                let ([q, k, v, o, lse, dout, pad], [dq, dk, dv]) = self.desc.as_fixed();
+                let (a, b, c) = B::flash_attention_bwd(
+                    h.get_float_tensor::<B>(q),
+                    h.get_float_tensor::<B>(k),
+                    h.get_float_tensor::<B>(v),
+                    h.get_float_tensor::<B>(o),
+                    h.get_float_tensor::<B>(lse),
+                    h.get_float_tensor::<B>(dout),
+                    h.get_int_tensor::<B>(pad),
+                    p,
+                );
+                h.register_float_tensor::<B>(&dq.id, a);
+                h.register_float_tensor::<B>(&dk.id, b);
+                h.register_float_tensor::<B>(&dv.id, c);
             }
         }
     }
@@ -119,5 +150,50 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
         );
         let op = Op::<B> { desc: desc.clone(), kind: Kind::PpoFwd(params), _b: PhantomData };
         client.register(streams, OperationIr::Custom(desc), op).try_into().expect("4 outputs")
+    }
+
+    fn flash_attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pad: IntTensor<Self>,
+        params: FlashParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let client = q.client.clone();
+        let shape = q.shape.clone();
+        let (b, h, tq) = (shape[0], shape[1], shape[2]);
+        let streams = OperationStreams::with_inputs([&q, &k, &v, &pad]);
+        let out = TensorIr::uninit(client.create_empty_handle(), shape, q.dtype);
+        let lse = TensorIr::uninit(client.create_empty_handle(), Shape::new([b, h, tq]), DType::F32);
+        let desc =
+            CustomOpIr::new("mlagent_flash_fwd", &[q.into_ir(), k.into_ir(), v.into_ir(), pad.into_ir()], &[out, lse]);
+        let op = Op::<B> { desc: desc.clone(), kind: Kind::FlashFwd(params), _b: PhantomData };
+        let [o, lse]: [_; 2] = client.register(streams, OperationIr::Custom(desc), op).try_into().expect("2 outputs");
+        (o, lse)
+    }
+
+    fn flash_attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        pad: IntTensor<Self>,
+        params: FlashParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let client = q.client.clone();
+        let streams = OperationStreams::with_inputs([&q, &k, &v, &out, &lse, &dout, &pad]);
+        let dq = TensorIr::uninit(client.create_empty_handle(), q.shape.clone(), q.dtype);
+        let dk = TensorIr::uninit(client.create_empty_handle(), k.shape.clone(), k.dtype);
+        let dv = TensorIr::uninit(client.create_empty_handle(), k.shape.clone(), k.dtype);
+        let desc = CustomOpIr::new(
+            "mlagent_flash_bwd",
+            &[q.into_ir(), k.into_ir(), v.into_ir(), out.into_ir(), lse.into_ir(), dout.into_ir(), pad.into_ir()],
+            &[dq, dk, dv],
+        );
+        let op = Op::<B> { desc: desc.clone(), kind: Kind::FlashBwd(params), _b: PhantomData };
+        let [dq, dk, dv]: [_; 3] = client.register(streams, OperationIr::Custom(desc), op).try_into().expect("3 outputs");
+        (dq, dk, dv)
     }
 }

@@ -10,6 +10,7 @@
 //! per KV head, Tq query tokens, Tk key tokens, D head dim, N tokens of a loss, V vocabulary.
 
 pub mod attention;
+pub mod attention_ops;
 mod autodiff;
 pub mod check;
 pub mod cube;
@@ -20,5 +21,6 @@ pub mod ppo;
 mod wgpu_tests;
 
 pub use attention::{AttentionMask, attention};
+pub use attention_ops::{FlashParams, flash_attention, flash_attention_with_lse};
 pub use ops::KernelBackend;
 pub use ppo::{Aggregation, KlEstimator, KlPenalty, PpoBatch, PpoConfig, PpoMetrics, PpoTokenParams, logprobs, ppo_loss};

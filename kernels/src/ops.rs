@@ -5,6 +5,7 @@
 //! operations that call the inner backend, and `Autodiff<B>` attaches the custom backward.
 //! Primitives are used instead of `Tensor` because that is the level at which backends compose.
 
+use crate::attention_ops::{FlashParams, flash_bwd_reference, flash_fwd_reference};
 use crate::ppo::{PpoTokenParams, token_loss, token_loss_grad};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
@@ -53,6 +54,33 @@ pub trait KernelBackend: Backend {
         let coef = token_loss_grad(lp.clone(), old, rf, adv, &params);
         [fp(loss), fp(coef), fp(lp), lse]
     }
+
+    /// Flash attention forward: `q [B, H, Tq, D]`, `k`, `v [B, K, Tk, D]`, left-pad lengths `pad [B]`
+    /// → `(out [B, H, Tq, D], lse [B, H, Tq] f32)`; see [`crate::attention_ops`].
+    fn flash_attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pad: IntTensor<Self>,
+        params: FlashParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        flash_fwd_reference::<Self>(q, k, v, pad, params)
+    }
+
+    /// Flash attention backward from the saved `out` and `lse`: `(dq, dk, dv)`.
+    #[allow(clippy::too_many_arguments)]
+    fn flash_attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        pad: IntTensor<Self>,
+        params: FlashParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, params)
+    }
 }
 
 /// Reference forward of [`KernelBackend::logprobs_fwd`] (f32 math).
@@ -85,4 +113,5 @@ pub fn logprobs_bwd_reference<B: Backend>(
 }
 
 impl KernelBackend for burn::backend::NdArray<f32> {}
+impl KernelBackend for burn::backend::NdArray<f64> {}
 impl KernelBackend for burn::backend::Flex {}

@@ -2,9 +2,11 @@
 //! runtime (CUDA, WGPU). Kernels read the tensors' run-time dtype, not the backend's static `F`,
 //! so a tensor `.cast()` to f16 or bf16 runs the same kernels.
 
+pub mod attention_kernels;
 pub mod logits_kernels;
 
 use crate::KernelBackend;
+use crate::attention_ops::FlashParams;
 use crate::ppo::{KlEstimator, PpoTokenParams};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{
@@ -30,6 +32,15 @@ fn row_block<R: CubeRuntime>(t: &CubeTensor<R>, v: usize) -> u32 {
     let max_units = t.client.properties().hardware.max_units_per_cube;
     (v.next_power_of_two() as u32).clamp(32, 256).min(max_units)
 }
+
+/// Rows staged per shared-memory tile: two f32 tiles of `rows × D` stay within 16 KiB (lavapipe
+/// has 32 KiB of shared memory), between 8 and `cap` rows.
+fn tile_rows(head_dim: usize, cap: usize) -> usize {
+    (2048 / head_dim.max(1)).next_power_of_two().clamp(8, cap)
+}
+
+/// Units per attention cube (rows owned by one cube).
+const ATTN_UNITS: usize = 32;
 
 fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
@@ -169,5 +180,123 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dtypes,
         );
         [loss, coef, logp, lse]
+    }
+
+    fn flash_attention_fwd(
+        q: CubeTensor<R>,
+        k: CubeTensor<R>,
+        v: CubeTensor<R>,
+        pad: CubeTensor<R>,
+        p: FlashParams,
+    ) -> (CubeTensor<R>, CubeTensor<R>) {
+        let [b, h, tq, d] = q.meta.shape().dims::<4>();
+        let out = empty_device_dtype(q.client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
+        let lse = empty_f32(&q, Shape::new([b, h, tq]));
+        if b * h * tq == 0 {
+            return (out, lse);
+        }
+        let client = q.client.clone();
+        let address_type = addr(&[&q, &k, &v, &out]);
+        let dtypes = [q.dtype.into(), pad.dtype.into()];
+        attention_kernels::flash_fwd_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(tq.div_ceil(ATTN_UNITS) as u32, h as u32, b as u32),
+            CubeDim::new_1d(ATTN_UNITS as u32),
+            address_type,
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            pad.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            p.scale,
+            p.q_offset,
+            p.causal,
+            d,
+            tile_rows(d, 64),
+            dtypes,
+        );
+        (out, lse)
+    }
+
+    fn flash_attention_bwd(
+        q: CubeTensor<R>,
+        k: CubeTensor<R>,
+        v: CubeTensor<R>,
+        out: CubeTensor<R>,
+        lse: CubeTensor<R>,
+        dout: CubeTensor<R>,
+        pad: CubeTensor<R>,
+        p: FlashParams,
+    ) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+        let [b, h, tq, d] = q.meta.shape().dims::<4>();
+        let [_, kh, tk, _] = k.meta.shape().dims::<4>();
+        let client = q.client.clone();
+        let dq = empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
+        let dk = empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
+        let dv = empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
+        if b * h * tq * tk == 0 {
+            return (dq, dk, dv);
+        }
+        let (out, dout, lse) = (into_contiguous(out), into_contiguous(dout), into_contiguous(lse));
+        let address_type = addr(&[&q, &k, &v, &out, &dout, &dk]);
+        let rows = b * h * tq;
+        let delta = empty_f32(&q, Shape::new([b, h, tq]));
+        let cube_dim = CubeDim::new(&client, rows);
+        attention_kernels::flash_delta_kernel::launch::<R>(
+            &client,
+            calculate_cube_count_elemwise(&client, rows, cube_dim),
+            cube_dim,
+            address_type,
+            out.into_tensor_arg(),
+            dout.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            d,
+            dout.dtype.into(),
+        );
+        let dtypes = [q.dtype.into(), pad.dtype.into()];
+        attention_kernels::flash_dq_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(tq.div_ceil(ATTN_UNITS) as u32, h as u32, b as u32),
+            CubeDim::new_1d(ATTN_UNITS as u32),
+            address_type,
+            q.clone().into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+            dout.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            pad.clone().into_tensor_arg(),
+            dq.clone().into_tensor_arg(),
+            p.scale,
+            p.q_offset,
+            p.causal,
+            d,
+            tile_rows(d, 64),
+            dtypes,
+        );
+        // block_q <= ATTN_UNITS: the first block_q units load the tile's lse and delta.
+        attention_kernels::flash_dkv_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(tk.div_ceil(ATTN_UNITS) as u32, kh as u32, b as u32),
+            CubeDim::new_1d(ATTN_UNITS as u32),
+            address_type,
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            dout.into_tensor_arg(),
+            lse.into_tensor_arg(),
+            delta.into_tensor_arg(),
+            pad.into_tensor_arg(),
+            dk.clone().into_tensor_arg(),
+            dv.clone().into_tensor_arg(),
+            p.scale,
+            p.q_offset,
+            p.causal,
+            d,
+            tile_rows(d, ATTN_UNITS),
+            dtypes,
+        );
+        (dq, dk, dv)
     }
 }
