@@ -59,6 +59,14 @@ pub trait BackendTask {
     fn run<B: Backend>(self, device: B::Device, dtype: FloatDType) -> Self::Output;
 }
 
+/// Training work written once for any autodiff backend.
+pub trait AutodiffTask {
+    /// What the task returns.
+    type Output;
+    /// Runs on autodiff backend `B` (f32 compute).
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
 /// The WGPU device to use: a real GPU adapter if one exists, else the software CPU adapter
 /// (wgpu ignores software adapters by default).
 pub fn wgpu_device() -> burn::backend::wgpu::WgpuDevice {
@@ -72,6 +80,12 @@ pub fn wgpu_device() -> burn::backend::wgpu::WgpuDevice {
     let adapters = cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     let has_gpu = adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
     if has_gpu { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu }
+}
+
+/// Whether wgpu finds any adapter at all (a GPU, or a software one such as lavapipe).
+pub fn wgpu_available() -> bool {
+    let instance = wgpu::Instance::default();
+    !cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all())).is_empty()
 }
 
 impl DeviceKind {
@@ -88,6 +102,16 @@ impl DeviceKind {
             Self::CpuNdarray => task.run::<NdArray<f32>>(Default::default(), dtype),
             Self::Wgpu => task.run::<Wgpu>(wgpu_device(), dtype),
             Self::Cuda(n) => task.run::<Cuda>(burn::backend::cuda::CudaDevice::new(n), dtype),
+        }
+    }
+
+    /// Runs a training task on this device's autodiff backend (both CPU choices train on burn-flex).
+    pub fn run_autodiff<T: AutodiffTask>(self, task: T) -> T::Output {
+        use burn::backend::Autodiff;
+        match self {
+            Self::Cpu | Self::CpuNdarray => task.run::<Autodiff<Flex>>(Default::default()),
+            Self::Wgpu => task.run::<Autodiff<Wgpu>>(wgpu_device()),
+            Self::Cuda(n) => task.run::<Autodiff<Cuda>>(burn::backend::cuda::CudaDevice::new(n)),
         }
     }
 }

@@ -21,7 +21,7 @@ pub mod weights;
 pub use cache::KvCache;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{Qwen2Config, StorageDType};
-pub use device::{BackendTask, DeviceKind};
+pub use device::{AutodiffTask, BackendTask, DeviceKind};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateOptions, Generation, generate, left_padded_input};
 pub use model::{ForwardInput, Qwen2};

@@ -33,6 +33,7 @@ enum Command {
     Tasks(commands::tasks::Args),
     Grade(commands::grade::Args),
     Env(commands::env::Args),
+    Sft(commands::sft::Args),
     Collect(commands::collect::Args),
 }
 
@@ -58,6 +59,7 @@ fn main() {
         Command::Tasks(a) => commands::tasks::run(a),
         Command::Grade(a) => commands::grade::run(a),
         Command::Env(a) => commands::env::run(a),
+        Command::Sft(a) => commands::sft::run(a),
         Command::Collect(a) => commands::collect::run(a),
     };
     if let Err(e) = result {

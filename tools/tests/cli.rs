@@ -164,3 +164,38 @@ fn bad_inputs_are_one_line_errors() {
     let e = fails(&["chat-template", "--model", fixtures().join("qwen-tokenizer").to_str().unwrap(), "--messages", msgs.to_str().unwrap()]);
     assert!(e.contains("m.json"), "{e}");
 }
+
+#[test]
+fn sft_trains_saves_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    ok(&["init-model", "--preset", "tiny", "--out", model.to_str().unwrap()]);
+    let data = tmp.path().join("d.jsonl");
+    let line = |q: &str, a: &str| {
+        serde_json::json!({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}).to_string()
+    };
+    let text = [
+        line("Step 0. Now respond.", "Thought: look\nAction: List Files\nAction Input: {\"dir_path\": \".\"}"),
+        line("Step 1. Now respond.", "Thought: run\nAction: Execute Script\nAction Input: {\"script_name\": \"train.py\"}"),
+        line("Step 2. Now respond.", "Thought: done\nAction: Final Answer\nAction Input: {\"final_answer\": \"ok\"}"),
+    ]
+    .join("\n");
+    std::fs::write(&data, text).unwrap();
+    let out = tmp.path().join("run");
+    let common = ["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch-size", "1", "--grad-accum", "1"];
+    let mut args = vec!["sft", "--model", model.to_str().unwrap(), "--epochs", "2", "--max-steps", "2"];
+    args.extend(common);
+    ok(&args);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    // The saved model generates, and a resumed run continues from step 2.
+    ok(&["generate", "--model", out.join("model").to_str().unwrap(), "--prompt", "Step 0.", "--chat", "--max-new-tokens", "3"]);
+    let ckpt = out.join("checkpoint-2");
+    let mut args = vec!["sft", "--resume", ckpt.to_str().unwrap()];
+    args.extend(common);
+    // The checkpoint's own max-steps (2) is reached already: resuming finishes at once and re-saves.
+    ok(&args);
+    assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 2);
+    let e = fails(&["sft", "--model", model.to_str().unwrap(), "--data", "/no/data.jsonl", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("/no/data.jsonl"), "{e}");
+}

@@ -2,13 +2,16 @@
 
 pub mod bench;
 pub mod chat_template;
+pub mod collect;
 pub mod demo;
 pub mod env;
 pub mod generate;
 pub mod grade;
 pub mod info;
 pub mod init_model;
+pub mod kernels;
 pub mod logits;
+pub mod sft;
 pub mod tasks;
 
 use anyhow::{Context, Result, bail};

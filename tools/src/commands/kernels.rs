@@ -1,0 +1,432 @@
+//! `mlagent kernels`: correctness checks and benchmarks of the fused ops of `mlagent-kernels`
+//! (flash attention forward/backward and the PPO loss from logits) on a chosen device.
+
+use anyhow::{Result, bail};
+use burn::backend::{Autodiff, Cuda, Flex, NdArray, Wgpu};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::module::attention as burn_attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
+use clap::{Subcommand, ValueEnum};
+use mlagent_engine::DeviceKind;
+use mlagent_kernels::check::{AttentionCase, attention_rel_errors, ppo_rel_errors, uniform};
+use mlagent_kernels::ppo::{PpoBatch, ppo_loss_reference};
+use mlagent_kernels::{AttentionMask, KernelBackend, KlEstimator, KlPenalty, PpoConfig, flash_attention, ppo_loss};
+use std::time::Instant;
+
+/// Check and time the fused kernels (flash attention, PPO loss from logits).
+///
+/// Example: mlagent kernels check --device wgpu --dtype f32 --causal --format json
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Compare the fused ops with a float64 CPU reference on fresh random inputs.
+    ///
+    /// Attention: output and dQ/dK/dV for the loss Σ out∘W (random W), with left padding on odd
+    /// batch rows. PPO: loss and dlogits with dual clip c = 3 and a k3 KL penalty (β = 0.1), on
+    /// targets anywhere in the vocabulary, masks with zeros, advantages of both signs and ratios
+    /// on both sides of the clip range. Each error is ‖ours − ref‖ / ‖ref‖.
+    ///
+    /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
+    /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
+    Check(CheckArgs),
+    /// Time a fused op against burn's built-in attention or the plain-ops PPO reference.
+    ///
+    /// Median of --repeats timed runs after --warmup runs, the device synchronised around each.
+    /// Attention reports TFLOP/s (4·B·H·S²·D, halved when causal; backward counted as 2.5× the
+    /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd).
+    ///
+    /// Example: mlagent kernels bench --device cuda --dtype bf16 --op attention --seq-len 4096 --causal --bwd
+    Bench(BenchArgs),
+}
+
+/// Element type of the inputs (arithmetic is f32 inside the kernels).
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<Dtype> for FloatDType {
+    fn from(d: Dtype) -> Self {
+        match d {
+            Dtype::F32 => FloatDType::F32,
+            Dtype::F16 => FloatDType::F16,
+            Dtype::Bf16 => FloatDType::BF16,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Op {
+    Attention,
+    Ppo,
+}
+
+#[derive(clap::Args, Clone)]
+struct CheckArgs {
+    /// Backend: cpu, ndarray, wgpu (the CPU adapter when no GPU exists, e.g. Mesa lavapipe), cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceKind,
+    /// Input dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    /// Attention batch size B.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Query heads H.
+    #[arg(long, default_value_t = 6)]
+    heads: usize,
+    /// Key/value heads (must divide --heads).
+    #[arg(long, default_value_t = 2)]
+    kv_heads: usize,
+    /// Sequence length S (queries and keys).
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    /// Head dimension D.
+    #[arg(long, default_value_t = 32)]
+    head_dim: usize,
+    /// Causal attention.
+    #[arg(long)]
+    causal: bool,
+    /// PPO vocabulary size V.
+    #[arg(long, default_value_t = 1000)]
+    vocab: usize,
+    /// PPO tokens N.
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output: a table, or one JSON line (the last line of stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(clap::Args, Clone)]
+struct BenchArgs {
+    /// Backend: cpu, ndarray, wgpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceKind,
+    /// Input dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    /// Which op.
+    #[arg(long, value_enum)]
+    op: Op,
+    /// Attention sequence length S.
+    #[arg(long, default_value_t = 4096)]
+    seq_len: usize,
+    /// Causal attention.
+    #[arg(long)]
+    causal: bool,
+    /// Time forward + backward instead of forward only.
+    #[arg(long)]
+    bwd: bool,
+    /// Attention batch size B.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Query heads H.
+    #[arg(long, default_value_t = 28)]
+    heads: usize,
+    /// Key/value heads.
+    #[arg(long, default_value_t = 4)]
+    kv_heads: usize,
+    /// Head dimension D.
+    #[arg(long, default_value_t = 128)]
+    head_dim: usize,
+    /// PPO tokens N.
+    #[arg(long, default_value_t = 8192)]
+    tokens: usize,
+    /// PPO vocabulary V.
+    #[arg(long, default_value_t = 152064)]
+    vocab: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    repeats: usize,
+    /// Untimed runs first (kernel compilation, autotune).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Output: a table, or a table and one JSON line.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Work generic over an autodiff backend with the fused ops (the inner backend has them too).
+trait KernelTask {
+    type Output;
+    fn run<B>(self, device: B::Device) -> Self::Output
+    where
+        B: KernelBackend + AutodiffBackend,
+        B::InnerBackend: KernelBackend;
+}
+
+fn on_device<T: KernelTask>(device: DeviceKind, task: T) -> T::Output {
+    match device {
+        DeviceKind::Cpu => task.run::<Autodiff<Flex>>(Default::default()),
+        DeviceKind::CpuNdarray => task.run::<Autodiff<NdArray<f32>>>(Default::default()),
+        DeviceKind::Wgpu => task.run::<Autodiff<Wgpu>>(mlagent_engine::device::wgpu_device()),
+        DeviceKind::Cuda(n) => task.run::<Autodiff<Cuda>>(burn::backend::cuda::CudaDevice::new(n)),
+    }
+}
+
+fn check_dtype<B: Backend>(device: &B::Device, dtype: Dtype, kind: DeviceKind) -> Result<()> {
+    let d: DType = FloatDType::from(dtype).into();
+    if !B::supports_dtype(device, d) {
+        bail!("--dtype {dtype:?} is not supported on {kind}; use --dtype f32 (or bf16/f16 on a GPU that has it)");
+    }
+    Ok(())
+}
+
+fn check_heads(heads: usize, kv_heads: usize, head_dim: usize) -> Result<()> {
+    if heads == 0 || kv_heads == 0 || head_dim == 0 || heads % kv_heads != 0 {
+        bail!("--heads {heads} must be a positive multiple of --kv-heads {kv_heads}, and --head-dim {head_dim} positive");
+    }
+    Ok(())
+}
+
+struct CheckTask(CheckArgs);
+
+impl KernelTask for CheckTask {
+    type Output = Result<serde_json::Value>;
+    fn run<B>(self, device: B::Device) -> Self::Output
+    where
+        B: KernelBackend + AutodiffBackend,
+        B::InnerBackend: KernelBackend,
+    {
+        let a = self.0;
+        check_dtype::<B>(&device, a.dtype, a.device)?;
+        let case = AttentionCase {
+            batch: a.batch,
+            heads: a.heads,
+            kv_heads: a.kv_heads,
+            q_len: a.seq_len,
+            k_len: a.seq_len,
+            head_dim: a.head_dim,
+            causal: a.causal,
+            q_offset: 0,
+            // Odd rows are left-padded by a fifth of the sequence.
+            pad_lens: Some((0..a.batch).map(|b| if b % 2 == 1 { a.seq_len / 5 } else { 0 }).collect()),
+            seed: a.seed,
+        };
+        let [fwd, dq, dk, dv] = attention_rel_errors::<B>(&case, a.dtype.into(), &device);
+        let mut cfg = PpoConfig::default();
+        cfg.token.dual_clip = Some(3.0);
+        cfg.token.kl = Some(KlPenalty { estimator: KlEstimator::K3, coef: 0.1 });
+        let (loss, grad) = ppo_rel_errors::<B>(a.tokens, a.vocab, &cfg, a.dtype.into(), a.seed + 100, &device);
+        Ok(serde_json::json!({
+            "attention": {"fwd_rel_err": fwd, "dq_rel_err": dq, "dk_rel_err": dk, "dv_rel_err": dv},
+            "ppo": {"loss_rel_err": loss, "grad_rel_err": grad},
+        }))
+    }
+}
+
+fn check(a: CheckArgs) -> Result<()> {
+    check_heads(a.heads, a.kv_heads, a.head_dim)?;
+    if a.batch == 0 || a.seq_len == 0 || a.vocab == 0 || a.tokens == 0 {
+        bail!("--batch, --seq-len, --vocab and --tokens must be positive");
+    }
+    // The f64 reference materialises the [B, H, S, S] scores (several copies under autodiff).
+    let scores = a.batch * a.heads * a.seq_len * a.seq_len;
+    if scores > 1 << 26 || a.tokens * a.vocab > 1 << 27 {
+        bail!("shapes too large for the float64 reference (B·H·S² ≤ 2^26, N·V ≤ 2^27): use smaller --seq-len or --vocab");
+    }
+    let (format, device, dtype) = (a.format, a.device, a.dtype);
+    let report = on_device(device, CheckTask(a))?;
+    if format == Format::Text {
+        println!("device {device}, dtype {dtype:?}; relative errors against the float64 CPU reference");
+        for (op, keys) in [("attention", &["fwd_rel_err", "dq_rel_err", "dk_rel_err", "dv_rel_err"][..]), ("ppo", &["loss_rel_err", "grad_rel_err"][..])] {
+            for k in keys {
+                println!("  {op:<9} {k:<13} {:.3e}", report[op][k].as_f64().unwrap_or(f64::NAN));
+            }
+        }
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+/// Median milliseconds of `repeats` calls of `f` after `warmup` calls, synchronising the device
+/// after each (the result is kept alive until then, so lazy backends cannot skip the work).
+fn time_ms<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> T) -> Result<f64> {
+    for _ in 0..warmup {
+        let out = f();
+        B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+        drop(out);
+    }
+    let mut ms = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        let out = f();
+        B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+        drop(out);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[ms.len() / 2])
+}
+
+/// One timed row: what ran, median ms, and the rate (TFLOP/s or GB/s).
+struct Row {
+    name: &'static str,
+    ms: f64,
+    rate: f64,
+}
+
+struct BenchTask(BenchArgs);
+
+impl BenchTask {
+    fn attention<B>(&self, dev: &B::Device) -> Result<(Vec<Row>, &'static str)>
+    where
+        B: KernelBackend + AutodiffBackend,
+        B::InnerBackend: KernelBackend,
+    {
+        let a = &self.0;
+        let (b, h, kh, s, d) = (a.batch, a.heads, a.kv_heads, a.seq_len, a.head_dim);
+        let dtype: FloatDType = a.dtype.into();
+        let mut flops = 4.0 * (b * h) as f64 * (s * s) as f64 * d as f64;
+        if a.causal {
+            flops /= 2.0;
+        }
+        if a.bwd {
+            flops *= 3.5; // forward + backward at 2.5× the forward
+        }
+        let rnd = |shape: [usize; 4]| Tensor::<B::InnerBackend, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), dev).cast(dtype);
+        let (q, k, v) = (rnd([b, h, s, d]), rnd([b, kh, s, d]), rnd([b, kh, s, d]));
+        // burn's attention has no GQA: it gets K and V repeated to H heads, outside the timing.
+        let rep = |t: &Tensor<B::InnerBackend, 4>| t.clone().reshape([b, kh, 1, s, d]).expand([b, kh, h / kh, s, d]).reshape([b, h, s, d]);
+        let (kr, vr) = (rep(&k), rep(&v));
+        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: a.causal };
+        let (w, r) = (a.warmup, a.repeats);
+        let tf = |ms: f64| flops / (ms * 1e-3) / 1e12;
+        let (fused, base) = if a.bwd {
+            let ad = |t: &Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(t.clone()).require_grad();
+            let (q, k, v, kr, vr) = (ad(&q), ad(&k), ad(&v), ad(&kr), ad(&vr));
+            let mask = AttentionMask::<B>::new(a.causal, 0, None, s, s, dev);
+            let fused = time_ms::<B, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask).sum().backward())?;
+            let base = time_ms::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward())?;
+            (fused, base)
+        } else {
+            let mask = AttentionMask::<B::InnerBackend>::new(a.causal, 0, None, s, s, dev);
+            let fused = time_ms::<B::InnerBackend, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask))?;
+            let base = time_ms::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts))?;
+            (fused, base)
+        };
+        Ok((
+            vec![Row { name: "mlagent flash attention", ms: fused, rate: tf(fused) }, Row { name: "burn attention", ms: base, rate: tf(base) }],
+            "TFLOP/s",
+        ))
+    }
+
+    fn ppo<B>(&self, dev: &B::Device) -> Result<(Vec<Row>, &'static str)>
+    where
+        B: KernelBackend + AutodiffBackend,
+        B::InnerBackend: KernelBackend,
+    {
+        let a = &self.0;
+        let (n, v) = (a.tokens, a.vocab);
+        let dtype: FloatDType = a.dtype.into();
+        let x = Tensor::<B, 2>::random([n, v], Distribution::Uniform(-3.0, 3.0), dev).cast(dtype);
+        let f = |s: u64, scale: f32, shift: f32| {
+            Tensor::<B, 1>::from_data(TensorData::new(uniform(n, s).iter().map(|u| u * scale + shift).collect::<Vec<f32>>(), [n]), dev)
+        };
+        let targets: Vec<i64> = uniform(n, 1).iter().map(|u| (((u + 1.0) / 2.0 * v as f32) as i64).min(v as i64 - 1)).collect();
+        let batch = PpoBatch {
+            targets: Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), dev),
+            old_logp: f(2, 0.5, -12.0),
+            ref_logp: f(3, 0.5, -12.0),
+            advantages: f(4, 1.0, 0.0),
+            mask: f(5, 0.0, 1.0),
+        };
+        let cfg = PpoConfig::default();
+        let bytes = (n * v * DType::from(dtype).size()) as f64 * if a.bwd { 2.0 } else { 1.0 };
+        let gbs = |ms: f64| bytes / (ms * 1e-3) / 1e9;
+        let (w, r) = (a.warmup, a.repeats);
+        let (fused, base) = if a.bwd {
+            let x = x.require_grad();
+            let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0.backward())?;
+            let base = time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0.backward())?;
+            (fused, base)
+        } else {
+            let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0)?;
+            let base = time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0)?;
+            (fused, base)
+        };
+        Ok((vec![Row { name: "mlagent fused PPO loss", ms: fused, rate: gbs(fused) }, Row { name: "plain-ops reference", ms: base, rate: gbs(base) }], "GB/s"))
+    }
+}
+
+impl KernelTask for BenchTask {
+    type Output = Result<(Vec<Row>, &'static str)>;
+    fn run<B>(self, device: B::Device) -> Self::Output
+    where
+        B: KernelBackend + AutodiffBackend,
+        B::InnerBackend: KernelBackend,
+    {
+        check_dtype::<B>(&device, self.0.dtype, self.0.device)?;
+        match self.0.op {
+            Op::Attention => self.attention::<B>(&device),
+            Op::Ppo => self.ppo::<B>(&device),
+        }
+    }
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    if a.repeats == 0 {
+        bail!("--repeats must be at least 1 (10 or more for a reportable median)");
+    }
+    match a.op {
+        Op::Attention => {
+            check_heads(a.heads, a.kv_heads, a.head_dim)?;
+            if a.batch == 0 || a.seq_len == 0 {
+                bail!("--batch and --seq-len must be positive");
+            }
+        }
+        Op::Ppo if a.tokens == 0 || a.vocab == 0 => bail!("--tokens and --vocab must be positive"),
+        Op::Ppo => {}
+    }
+    let (format, device, dtype, op, bwd) = (a.format, a.device, a.dtype, a.op, a.bwd);
+    let shape = match op {
+        Op::Attention => format!("B={} H={} KV={} S={} D={} causal={}", a.batch, a.heads, a.kv_heads, a.seq_len, a.head_dim, a.causal),
+        Op::Ppo => format!("N={} V={}", a.tokens, a.vocab),
+    };
+    let (rows, unit) = on_device(device, BenchTask(a))?;
+    let pass = if bwd { "forward+backward" } else { "forward" };
+    println!("{op:?} {pass}, {shape}, device {device}, dtype {dtype:?}");
+    println!("| {:<24} | {:>10} | {:>10} |", "implementation", "ms", unit);
+    println!("|{:-<26}|{:->12}|{:->12}|", "", "", "");
+    for row in &rows {
+        println!("| {:<24} | {:>10.3} | {:>10.3} |", row.name, row.ms, row.rate);
+    }
+    let speedup = rows[1].ms / rows[0].ms;
+    println!("speedup of {} over {}: {speedup:.2}x", rows[0].name, rows[1].name);
+    if format == Format::Json {
+        let r: Vec<_> = rows.iter().map(|r| serde_json::json!({"impl": r.name, "ms": r.ms, unit: r.rate})).collect();
+        println!(
+            "{}",
+            serde_json::json!({"op": format!("{op:?}").to_lowercase(), "pass": pass, "shape": shape, "device": device.to_string(),
+                "dtype": format!("{dtype:?}").to_lowercase(), "results": r, "speedup": speedup})
+        );
+    }
+    Ok(())
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    match args.what {
+        What::Check(a) => check(a),
+        What::Bench(a) => bench(a),
+    }
+}
