@@ -44,3 +44,52 @@ fn scripted_episode_runs_ideas_and_keeps_the_best() {
     assert!((last.metric.unwrap() - best).abs() < 1e-12, "final {:?} best {best}", last.metric);
     assert!(best > task.m_init, "no idea beat the starter: {graded:?}");
 }
+
+/// Drive the expert with hand-written observations: a crash gets one simpler retry, a second failure is undone twice
+/// (back to the kept script), and the stale submission is re-run before Final Answer.
+#[test]
+fn failures_get_one_fallback_then_are_undone() {
+    use crate::metric::{Direction, Metric};
+    use crate::prompt::{Exchange, State};
+    let pool = ideas::pool("home-data-for-ml-course").unwrap();
+    let expert = ScriptedExpert::new(1);
+    let mut history: Vec<Exchange> = Vec::new();
+    let mut ask = |obs: Option<&str>| -> String {
+        if let Some(o) = obs {
+            let i = history.len();
+            history.push(Exchange { index: i, response: String::new(), observation: o.into() });
+        }
+        let state = State {
+            task: "home-data-for-ml-course".into(),
+            description: "d".into(),
+            metric: Metric::Mae,
+            direction: Direction::Minimize,
+            step: history.len(),
+            max_steps: Some(30),
+            history: history.clone(),
+        };
+        expert.respond(&[Prompt { episode: "x".into(), state, ideas: vec![pool[3].clone()] }]).unwrap().remove(0)
+    };
+    let action = |r: &str| r.lines().find_map(|l| l.strip_prefix("Action: ")).unwrap().to_string();
+    assert_eq!(action(&ask(None)), "List Files");
+    assert_eq!(action(&ask(Some("train.py"))), "Inspect Script Lines");
+    let mut r = ask(Some("lines"));
+    if action(&r) == "Understand File" {
+        r = ask(Some("excerpt"));
+    }
+    assert_eq!(action(&r), "Execute Script");
+    let w = ask(Some("ok\nSubmission graded: mae (lower is better) = 50000.000000 (previous 52432.700000)."));
+    assert_eq!(action(&w), "Write File");
+    assert!(crate::parse::parse(&w).is_ok(), "{w}");
+    assert_eq!(action(&ask(Some("File train.py written."))), "Execute Script");
+    let fix = ask(Some("Traceback (most recent call last):\nValueError: boom\nThe script failed with exit code 1."));
+    assert_eq!(action(&fix), "Write File");
+    assert!(fix.contains("ValueError: boom") && fix.contains("simpler"), "{fix}");
+    assert_eq!(action(&ask(Some("File train.py written."))), "Execute Script");
+    assert_eq!(action(&ask(Some("The script timed out after 60 s and was stopped."))), "Undo Edit Script");
+    assert_eq!(action(&ask(Some("Restored train.py."))), "Undo Edit Script");
+    // Nothing was graded since the baseline run, so no re-run is needed.
+    let fin = ask(Some("Restored train.py."));
+    assert_eq!(action(&fin), "Final Answer");
+    assert!(fin.contains("Baseline 50000.000000") && fin.contains("failed (undone)"), "{fin}");
+}
