@@ -33,6 +33,8 @@ enum Command {
     Tasks(commands::tasks::Args),
     Grade(commands::grade::Args),
     Env(commands::env::Args),
+    /// Check and time the fused kernels (flash attention, PPO loss from logits).
+    Kernels(commands::kernels::Args),
     Sft(commands::sft::Args),
     Collect(commands::collect::Args),
 }
@@ -59,6 +61,7 @@ fn main() {
         Command::Tasks(a) => commands::tasks::run(a),
         Command::Grade(a) => commands::grade::run(a),
         Command::Env(a) => commands::env::run(a),
+        Command::Kernels(a) => commands::kernels::run(a),
         Command::Sft(a) => commands::sft::run(a),
         Command::Collect(a) => commands::collect::run(a),
     };

@@ -185,7 +185,8 @@ fn on_device<T: KernelTask>(device: DeviceKind, task: T) -> T::Output {
 fn check_dtype<B: Backend>(device: &B::Device, dtype: Dtype, kind: DeviceKind) -> Result<()> {
     let d: DType = FloatDType::from(dtype).into();
     if !B::supports_dtype(device, d) {
-        bail!("--dtype {dtype:?} is not supported on {kind}; use --dtype f32 (or bf16/f16 on a GPU that has it)");
+        let name = format!("{dtype:?}").to_lowercase();
+        bail!("--dtype {name} is not supported on {kind}; use --dtype f32 (or {name} on a device that has it)");
     }
     Ok(())
 }
@@ -408,7 +409,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     println!("| {:<24} | {:>10} | {:>10} |", "implementation", "ms", unit);
     println!("|{:-<26}|{:->12}|{:->12}|", "", "", "");
     for row in &rows {
-        println!("| {:<24} | {:>10.3} | {:>10.3} |", row.name, row.ms, row.rate);
+        // Software adapters give tiny rates: switch to scientific notation rather than print 0.000.
+        let rate = if row.rate < 0.1 { format!("{:.3e}", row.rate) } else { format!("{:.3}", row.rate) };
+        println!("| {:<24} | {:>10.3} | {:>10} |", row.name, row.ms, rate);
     }
     let speedup = rows[1].ms / rows[0].ms;
     println!("speedup of {} over {}: {speedup:.2}x", rows[0].name, rows[1].name);
