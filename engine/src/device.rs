@@ -9,6 +9,7 @@
 use burn::backend::{Cuda, Flex, NdArray, Wgpu};
 use burn::tensor::FloatDType;
 use burn::tensor::backend::Backend;
+use mlagent_kernels::KernelBackend;
 use std::str::FromStr;
 
 /// A backend and device to run on.
@@ -56,15 +57,18 @@ pub trait BackendTask {
     /// What the task returns.
     type Output;
     /// Runs on backend `B`; `dtype` is the compute dtype to use for weights and activations.
-    fn run<B: Backend>(self, device: B::Device, dtype: FloatDType) -> Self::Output;
+    /// `B` has the fused kernels of `mlagent-kernels` (used by the model's attention).
+    fn run<B: Backend + KernelBackend>(self, device: B::Device, dtype: FloatDType) -> Self::Output;
 }
 
 /// Training work written once for any autodiff backend.
 pub trait AutodiffTask {
     /// What the task returns.
     type Output;
-    /// Runs on autodiff backend `B` (f32 compute).
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    /// Runs on autodiff backend `B` (f32 compute); `B` and its inner backend have the fused kernels.
+    fn run<B: burn::tensor::backend::AutodiffBackend + KernelBackend>(self, device: B::Device) -> Self::Output
+    where
+        B::InnerBackend: KernelBackend;
 }
 
 /// The WGPU device to use: a real GPU adapter if one exists, else the software CPU adapter

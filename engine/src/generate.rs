@@ -92,7 +92,7 @@ fn last_logits<B: Backend>(model: &Qwen2<B>, hidden: Tensor<B, 3>) -> Vec<Vec<f3
 }
 
 /// Generates continuations for a batch of prompts.
-pub fn generate<B: Backend>(
+pub fn generate<B: mlagent_kernels::KernelBackend>(
     model: &Qwen2<B>,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,

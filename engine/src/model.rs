@@ -10,7 +10,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
-use mlagent_kernels::{AttentionMask, attention};
+use mlagent_kernels::{AttentionMask, KernelBackend, attention};
 
 /// Rotary position tables `cos`, `sin`: `[P, D]` with each frequency repeated in both halves
 /// (HF `rotate_half` layout: `emb = cat(freqs, freqs)`, RoFormer arXiv 2104.09864 eq. 34).
@@ -157,7 +157,7 @@ pub struct SelfAttention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> SelfAttention<B> {
+impl<B: KernelBackend> SelfAttention<B> {
     /// # Shapes
     /// `x`: `[B, T, E]`; `cos`, `sin`: `[B, 1, T, D]`; returns `[B, T, E]`. With a cache, the
     /// new keys/values are appended to it and attention runs over all `S` cached keys.
@@ -198,7 +198,7 @@ pub struct DecoderLayer<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: KernelBackend> DecoderLayer<B> {
     /// # Shapes
     /// `[B, T, E]` → `[B, T, E]`.
     pub fn forward(
@@ -256,7 +256,7 @@ pub struct ForwardInput<B: Backend> {
     pub pad_lens: Option<Vec<usize>>,
 }
 
-impl<B: Backend> Qwen2<B> {
+impl<B: KernelBackend> Qwen2<B> {
     /// Final-norm hidden states.
     ///
     /// # Shapes
@@ -283,6 +283,16 @@ impl<B: Backend> Qwen2<B> {
         self.model.norm.forward(x)
     }
 
+    /// Forward to logits.
+    ///
+    /// # Shapes
+    /// returns `[B, T, V]`.
+    pub fn forward(&self, input: &ForwardInput<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        self.logits(self.forward_hidden(input, cache))
+    }
+}
+
+impl<B: Backend> Qwen2<B> {
     /// LM logits for hidden states.
     ///
     /// # Shapes
@@ -305,14 +315,6 @@ impl<B: Backend> Qwen2<B> {
     /// `[B, T, E]` → `[B, T]`.
     pub fn values(&self, hidden: Tensor<B, 3>) -> Option<Tensor<B, 2>> {
         self.value_head.as_ref().map(|h| h.forward(hidden).squeeze_dim(2))
-    }
-
-    /// Forward to logits.
-    ///
-    /// # Shapes
-    /// returns `[B, T, V]`.
-    pub fn forward(&self, input: &ForwardInput<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
-        self.logits(self.forward_hidden(input, cache))
     }
 
     /// Positions covered by the rotary tables (`max_position_embeddings`).

@@ -6,6 +6,7 @@
 //! compute dtype (as HF transformers' eager attention does), and fills masked scores with a large
 //! finite negative number so that fully masked rows (padding queries) yield finite values, not NaN.
 
+use crate::KernelBackend;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, FloatDType, Int, Tensor, TensorData};
@@ -82,7 +83,10 @@ impl<B: Backend> AttentionMask<B> {
     }
 }
 
-/// Attention used by every layer of the engine.
+/// Attention used by every layer of the engine: the fused flash-attention kernel on backends that
+/// have one ([`KernelBackend::fused_attention`]: CUDA and WGPU, with or without autodiff), the
+/// plain-burn reference elsewhere (CPU). The two agree on every query that sees at least one key;
+/// a query that sees none (a left-padding position, never read) gets zeros from the kernel.
 ///
 /// # Shapes
 /// - `q`: `[B, H, Tq, D]`, `k`, `v`: `[B, K, Tk, D]` with `H % K == 0`
@@ -90,13 +94,13 @@ impl<B: Backend> AttentionMask<B> {
 ///
 /// # Panics
 /// On inconsistent shapes (a model bug, not user input).
-pub fn attention<B: Backend>(
+pub fn attention<B: KernelBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     mask: &AttentionMask<B>,
 ) -> Tensor<B, 4> {
-    attention_reference(q, k, v, mask)
+    if B::fused_attention() { crate::flash_attention(q, k, v, mask) } else { attention_reference(q, k, v, mask) }
 }
 
 /// Plain-burn attention: the specification the fused kernels are tested against.

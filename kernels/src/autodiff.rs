@@ -63,6 +63,10 @@ impl<B: KernelBackend> Backward<B, 3> for FlashBackward {
 }
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn fused_attention() -> bool {
+        B::fused_attention()
+    }
+
     fn flash_attention_fwd(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

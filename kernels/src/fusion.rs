@@ -101,6 +101,10 @@ impl<B: FusionBackend + KernelBackend> Operation<B::FusionRuntime> for Op<B> {
 }
 
 impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
+    fn fused_attention() -> bool {
+        B::fused_attention()
+    }
+
     fn logprobs_fwd(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let client = logits.client.clone();
         let n = logits.shape[0];

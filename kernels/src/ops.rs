@@ -21,6 +21,12 @@ pub(crate) fn fp<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> 
 
 /// Fused ops over `[N, V]` logits. Per-token tensors (`[N]`) are f32 whatever the logits' dtype.
 pub trait KernelBackend: Backend {
+    /// Whether [`KernelBackend::flash_attention_fwd`] is a fused kernel here (CubeCL backends), so
+    /// that [`crate::attention::attention`] should take it rather than the plain-ops reference.
+    fn fused_attention() -> bool {
+        false
+    }
+
     /// Target log-probs and row log-sum-exps: `logits [N, V]`, `targets [N]` → `(logp [N], lse [N])`.
     fn logprobs_fwd(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         logprobs_fwd_reference::<Self>(logits, targets)

@@ -47,6 +47,10 @@ fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBackend for CubeBackend<R, F, I, BT> {
+    fn fused_attention() -> bool {
+        true
+    }
+
     fn logprobs_fwd(logits: CubeTensor<R>, targets: CubeTensor<R>) -> (CubeTensor<R>, CubeTensor<R>) {
         logits.assert_is_on_same_device(&targets);
         let [n, v] = logits.meta.shape().dims::<2>();

@@ -73,7 +73,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn prefill_and_decode<B: Backend>(model: &Qwen2<B>, a: &ForwardArgs, device: &B::Device) -> Timing {
+fn prefill_and_decode<B: mlagent_kernels::KernelBackend>(model: &Qwen2<B>, a: &ForwardArgs, device: &B::Device) -> Timing {
     let (b, t) = (a.batch, a.tokens);
     let v = model.vocab_size() as i64;
     let ids: Vec<i64> = (0..b * t).map(|i| (i as i64 * 7919 + 13) % v).collect();
@@ -103,7 +103,7 @@ fn prefill_and_decode<B: Backend>(model: &Qwen2<B>, a: &ForwardArgs, device: &B:
 
 impl BackendTask for Task {
     type Output = Result<(Timing, String)>;
-    fn run<B: Backend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
+    fn run<B: Backend + mlagent_kernels::KernelBackend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
         let a = self.0;
         let (model, name) = match (&a.model, a.preset) {
             (Some(dir), _) => (mlagent_engine::io::load::<B>(dir, dtype, &device)?.0, dir.display().to_string()),

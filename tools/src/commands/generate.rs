@@ -68,7 +68,7 @@ struct Task<'a> {
 
 impl BackendTask for Task<'_> {
     type Output = Result<Vec<mlagent_engine::Generation>>;
-    fn run<B: Backend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
+    fn run<B: Backend + mlagent_kernels::KernelBackend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
         let a = &self.args;
         let (model, _) = mlagent_engine::io::load::<B>(&a.model, dtype, &device)?;
         let opts = GenerateOptions {

@@ -36,7 +36,7 @@ struct Task(Args);
 
 impl BackendTask for Task {
     type Output = Result<(usize, Vec<f32>)>;
-    fn run<B: Backend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
+    fn run<B: Backend + mlagent_kernels::KernelBackend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
         let a = self.0;
         let (model, _) = mlagent_engine::io::load::<B>(&a.model, dtype, &device)?;
         check_ids(std::slice::from_ref(&a.input_ids), model.vocab_size())?;

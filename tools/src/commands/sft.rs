@@ -78,7 +78,10 @@ struct Task {
 
 impl AutodiffTask for Task {
     type Output = Result<()>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend + mlagent_kernels::KernelBackend>(self, device: B::Device) -> Result<()>
+    where
+        B::InnerBackend: mlagent_kernels::KernelBackend,
+    {
         let Task { args, samples, cfg, model_dir, config, eos } = self;
         let mut run = match &args.resume {
             Some(dir) => SftRun::<B>::resume(dir, &samples, device)?,

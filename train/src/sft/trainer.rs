@@ -179,7 +179,7 @@ pub struct SftRun<B: AutodiffBackend> {
     device: B::Device,
 }
 
-impl<B: AutodiffBackend> SftRun<B> {
+impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
     /// Starts a run on `model` with the given samples.
     pub fn new(model: Qwen2<B>, samples: &[Sample], cfg: SftConfig, device: B::Device) -> Result<Self> {
         if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 || !(cfg.lr > 0.0) {
