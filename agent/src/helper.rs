@@ -40,6 +40,9 @@ pub enum HelperError {
     /// The reply is not a chat completion.
     #[error("helper reply is not a chat completion: {0}")]
     Reply(String),
+    /// A local helper model (supplied by the trainers' crate) failed.
+    #[error("local helper model: {0}")]
+    Model(String),
 }
 
 /// An OpenAI-compatible chat-completions client.

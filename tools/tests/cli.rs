@@ -199,3 +199,26 @@ fn sft_trains_saves_and_resumes() {
     let e = fails(&["sft", "--model", model.to_str().unwrap(), "--data", "/no/data.jsonl", "--out", out.to_str().unwrap()]);
     assert!(e.contains("/no/data.jsonl"), "{e}");
 }
+
+#[test]
+fn env_step_runs_a_local_helper_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    ok(&["init-model", "--preset", "tiny", "--out", model.to_str().unwrap()]);
+    let ws = tmp.path().join("ep");
+    ok(&["env", "reset", "--task", "spaceship-titanic", "--workspace", ws.to_str().unwrap(), "--format", "json"]);
+    let resp = tmp.path().join("r.txt");
+    std::fs::write(
+        &resp,
+        "Thought: read it\nAction: Understand File\nAction Input: {\"file_name\": \"train.py\", \"things_to_look_for\": \"the model\"}",
+    )
+    .unwrap();
+    let v = last_json(&ok(&[
+        "env", "step", "--workspace", ws.to_str().unwrap(), "--response-file", resp.to_str().unwrap(),
+        "--helper-model-dir", model.to_str().unwrap(), "--helper-max-tokens", "8", "--format", "json",
+    ]));
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["kind"], "non_edit", "{v}");
+    let e = fails(&["env", "step", "--workspace", ws.to_str().unwrap(), "--response-file", resp.to_str().unwrap(), "--helper-model-dir", "/no/model"]);
+    assert!(e.contains("/no/model"), "{e}");
+}

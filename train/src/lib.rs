@@ -4,6 +4,7 @@
 
 pub mod corpus;
 pub mod error;
+pub mod local_helper;
 pub mod sft;
 
 pub use error::{Result, TrainError};

@@ -97,6 +97,13 @@ enum Command {
         /// File holding the model's response (`-` for stdin).
         #[arg(long)]
         response_file: PathBuf,
+        /// A local HF model dir to run as the helper LLM for Edit Script (AI) and Understand File
+        /// (on the CPU), instead of the episode's --helper-url endpoint.
+        #[arg(long)]
+        helper_model_dir: Option<PathBuf>,
+        /// Most tokens the local helper writes per answer.
+        #[arg(long, default_value_t = 1024)]
+        helper_max_tokens: usize,
         /// Output format: text or json.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
@@ -192,7 +199,7 @@ pub fn run(args: Args) -> Result<()> {
                 .with_context(|| format!("starting an episode in {}", workspace.display()))?;
             print_start(&ep, &format);
         }
-        Command::Step { workspace, response_file, format } => {
+        Command::Step { workspace, response_file, helper_model_dir, helper_max_tokens, format } => {
             let response = if response_file.as_os_str() == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).context("reading the response from stdin")?;
@@ -202,6 +209,11 @@ pub fn run(args: Args) -> Result<()> {
                     .with_context(|| format!("reading the response {}", response_file.display()))?
             };
             let mut ep = Episode::open(&workspace)?;
+            if let Some(dir) = &helper_model_dir {
+                let helper = mlagent_train::local_helper::LocalHelper::load(dir, helper_max_tokens)
+                    .with_context(|| format!("helper model {}", dir.display()))?;
+                ep.set_helper(Box::new(helper));
+            }
             let out = ep.step(&response)?;
             if format == "json" {
                 println!("{}", serde_json::to_string(&out)?);
