@@ -38,6 +38,12 @@ pub enum TrainError {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// The environment failed (a task, an episode folder, a trace), not an action.
+    #[error("environment: {0}")]
+    Env(String),
+    /// A chart could not be drawn or saved (the message names the output file).
+    #[error("plot: {0}")]
+    Plot(String),
     /// The engine failed (model, tokenizer, template).
     #[error(transparent)]
     Engine(#[from] mlagent_engine::EngineError),

@@ -163,8 +163,33 @@ pub fn clip_global_norm<B: AutodiffBackend>(model: &Qwen2<B>, grads: &mut Gradie
     norm
 }
 
-type Adam<B> = OptimizerAdaptor<AdamW, Qwen2<B>, B>;
+/// AdamW over a [`Qwen2`].
+pub(crate) type Adam<B> = OptimizerAdaptor<AdamW, Qwen2<B>, B>;
 type AdamRecord<B> = <Adam<B> as Optimizer<Qwen2<B>, B>>::Record;
+
+/// Writes the optimizer state to `path` (`.bin` added), keyed by parameter order so that a
+/// reloaded model (new parameter ids) can take it back.
+pub(crate) fn save_optimizer<B: AutodiffBackend>(optim: &Adam<B>, model: &Qwen2<B>, path: &Path) -> Result<()> {
+    let order: HashMap<ParamId, u64> = param_ids(model).iter().enumerate().map(|(i, id)| (*id, i as u64)).collect();
+    let record: AdamRecord<B> = optim.to_record();
+    let remapped: AdamRecord<B> = record.into_iter().filter_map(|(id, r)| order.get(&id).map(|&i| (ParamId::from(i), r))).collect();
+    BinFileRecorder::<FullPrecisionSettings>::new()
+        .record(remapped, path.to_path_buf())
+        .map_err(|e| TrainError::Checkpoint { path: path.into(), message: e.to_string() })
+}
+
+/// Loads what [`save_optimizer`] wrote into `optim` for `model`.
+pub(crate) fn load_optimizer<B: AutodiffBackend>(optim: Adam<B>, model: &Qwen2<B>, path: &Path, device: &B::Device) -> Result<Adam<B>> {
+    let bad = |m: String| TrainError::Checkpoint { path: path.into(), message: m };
+    let ids = param_ids(model);
+    let record: AdamRecord<B> =
+        BinFileRecorder::<FullPrecisionSettings>::new().load(path.to_path_buf(), device).map_err(|e| bad(format!("optimizer state: {e}")))?;
+    let remapped: AdamRecord<B> = record
+        .into_iter()
+        .map(|(ord, r)| ids.get(ord.val() as usize).map(|id| (*id, r)).ok_or_else(|| bad("optimizer state does not match the model".into())))
+        .collect::<Result<_>>()?;
+    Ok(optim.load_record(remapped))
+}
 
 /// A training run in progress.
 pub struct SftRun<B: AutodiffBackend> {
@@ -245,13 +270,7 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
         let valid = self.model.valid();
         mlagent_engine::io::save(&valid, config, &model_dir, StorageDType::F32, eos)?;
         copy_tokenizer_files(tokenizer_dir, &model_dir)?;
-        let ids = param_ids(&self.model);
-        let order: HashMap<ParamId, u64> = ids.iter().enumerate().map(|(i, id)| (*id, i as u64)).collect();
-        let record: AdamRecord<B> = self.optim.to_record();
-        let remapped: AdamRecord<B> = record.into_iter().filter_map(|(id, r)| order.get(&id).map(|&i| (ParamId::from(i), r))).collect();
-        BinFileRecorder::<FullPrecisionSettings>::new()
-            .record(remapped, tmp.join("optimizer"))
-            .map_err(|e| TrainError::Checkpoint { path: dir.into(), message: e.to_string() })?;
+        save_optimizer(&self.optim, &self.model, &tmp.join("optimizer"))?;
         let state = serde_json::json!({"step": self.step, "config": self.cfg});
         std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(&state).expect("json"))
             .map_err(|e| TrainError::io(&tmp, e))?;
@@ -270,15 +289,8 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
         let step = state["step"].as_u64().ok_or_else(|| bad("trainer_state.json has no step".into()))? as usize;
         let (model, _) = mlagent_engine::io::load::<B>(&dir.join("model"), FloatDType::F32, &device)?;
         let mut run = Self::new(model, samples, cfg, device.clone())?;
-        let ids = param_ids(&run.model);
-        let record: AdamRecord<B> = BinFileRecorder::<FullPrecisionSettings>::new()
-            .load(dir.join("optimizer"), &device)
-            .map_err(|e| bad(format!("optimizer state: {e}")))?;
-        let remapped: AdamRecord<B> = record
-            .into_iter()
-            .map(|(ord, r)| ids.get(ord.val() as usize).map(|id| (*id, r)).ok_or_else(|| bad("optimizer state does not match the model".into())))
-            .collect::<Result<_>>()?;
-        run.optim = run.optim.load_record(remapped);
+        let optim = AdamWConfig::new().with_weight_decay(run.cfg.weight_decay).init::<B, Qwen2<B>>();
+        run.optim = load_optimizer(optim, &run.model, &dir.join("optimizer"), &device)?;
         run.step = step;
         Ok(run)
     }
