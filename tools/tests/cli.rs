@@ -188,6 +188,8 @@ fn sft_trains_saves_and_resumes() {
     ok(&args);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
+    let curves = std::fs::read(out.join("curves.png")).expect("OUT/curves.png");
+    assert!(curves.starts_with(b"\x89PNG\r\n\x1a\n"), "curves.png is not a PNG");
     // The saved model generates, and a resumed run continues from step 2.
     ok(&["generate", "--model", out.join("model").to_str().unwrap(), "--prompt", "Step 0.", "--chat", "--max-new-tokens", "3"]);
     let ckpt = out.join("checkpoint-2");

@@ -121,6 +121,11 @@ impl AutodiffTask for Task {
             std::fs::copy(e.path(), final_dir.join(e.file_name()))?;
         }
         println!("trained {} steps; model in {}, metrics in {}", run.step, final_dir.display(), metrics_path.display());
+        let curves = args.out.join("curves.png");
+        let title = format!("SFT {}", args.out.display());
+        mlagent_train::plot::metrics_panels(&metrics_path, "step", &["loss", "lr", "grad_norm"], &curves, &title)
+            .context("drawing the training curves (the model is saved)")?;
+        println!("curves in {}", curves.display());
         Ok(())
     }
 }
