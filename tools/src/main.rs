@@ -37,6 +37,8 @@ enum Command {
     Kernels(commands::kernels::Args),
     Sft(commands::sft::Args),
     Collect(commands::collect::Args),
+    Rl(commands::rl::Args),
+    Eval(commands::eval::Args),
 }
 
 fn main() {
@@ -64,6 +66,8 @@ fn main() {
         Command::Kernels(a) => commands::kernels::run(a),
         Command::Sft(a) => commands::sft::run(a),
         Command::Collect(a) => commands::collect::run(a),
+        Command::Rl(a) => commands::rl::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -1,77 +1,320 @@
-//! `mlagent demo`: the main job on the embedded default, end to end as far as it is built.
+//! `mlagent demo`: ML-Agent end to end on the embedded default, on one machine.
 
+use super::eval::{Job, task_names, write_report};
 use anyhow::{Context, Result};
-use burn::backend::Flex;
-use burn::tensor::FloatDType;
-use mlagent_agent::prompt::State;
+use clap::{Args as ClapArgs, FromArgMatches, Parser};
+use mlagent_agent::episode::EpisodeConfig;
 use mlagent_agent::suite::{self, DEFAULT_SEED};
-use mlagent_engine::preset::Preset;
-use mlagent_engine::{ChatMessage, GenerateOptions, SamplingParams, TextTokenizer};
+use mlagent_engine::{DeviceKind, SamplingParams};
+use mlagent_train::episodes::GenConfig;
+use mlagent_train::eval::{EvalConfig, EvalReport};
 use std::path::PathBuf;
+use std::time::Instant;
 
-/// Run the embedded default end to end, on the CPU, in a few seconds.
+/// Run ML-Agent end to end on the tiny preset: init the model → collect expert trajectories with
+/// the scripted expert and diverse ideas → SFT → step-wise PPO → evaluate the base, SFT and RL
+/// models side by side on the 10 held-out tasks.
 ///
-/// Today: writes the tiny preset model (if --out has none), renders the agent's first prompt for a
-/// built-in task, and lets the model choose one action, which the environment parses and scores
-/// with the paper's reward. The untrained model's action is noise: this is what SFT (`mlagent
-/// sft`) and step-wise PPO (`mlagent rl`) will teach, and `demo` will then run collect → SFT → RL
-/// → evaluation on the tiny preset.
+/// Writes DIR/report.md (tables, settings, seeds, wall times), DIR/heldout.png (relative gain
+/// per task and model), the stages' own outputs (DIR/data, DIR/sft, DIR/rl with curves.png,
+/// DIR/eval-{base,sft,rl}) and, as the last line of stdout, a JSON summary:
+/// {"valid_action_rate": {"base", "sft", "rl"}, "heldout": {"avg_relative_gain": {...}}, "minutes"}.
+/// DIR's stage folders are replaced; the model in DIR/base is reused when present.
 ///
-/// Example: mlagent demo --out out/demo
+/// --quick is sized to finish in about 20 minutes on 2 CPU cores; without it the run uses more
+/// data, longer prompts and more steps (hours on a CPU).
+///
+/// Example: mlagent demo --quick --out out/demo --format json
 #[derive(clap::Args)]
 pub struct Args {
-    /// Working directory for the model and the episode.
+    /// Working directory.
     #[arg(long, default_value = "out/demo")]
     out: PathBuf,
-    /// Built-in task to act on.
-    #[arg(long, default_value = "spaceship-titanic")]
-    task: String,
-    /// Tokens the model may write for its action.
-    #[arg(long, default_value_t = 48)]
+    /// The small configuration (about 20 minutes on 2 cores).
+    #[arg(long)]
+    quick: bool,
+    /// Summary on stdout: text (the report) or json (the report's path, then one JSON line).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+    /// Seed of every stage (model init, collection, SFT order, RL, evaluation sampling).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Backend for SFT, RL and evaluation: cpu, wgpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+/// The sizes of one demo configuration.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Plan {
+    trajectories_per_task: usize,
+    collect_max_steps: usize,
+    sft_cutoff: usize,
+    sft_epochs: usize,
+    sft_max_steps: Option<usize>,
+    rl_iterations: usize,
+    rl_batch: usize,
     max_new_tokens: usize,
+    eval_k: usize,
+    eval_max_steps: usize,
+    eval_temperature: f32,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                trajectories_per_task: 2,
+                collect_max_steps: 12,
+                sft_cutoff: 512,
+                sft_epochs: 1,
+                sft_max_steps: Some(24),
+                rl_iterations: 3,
+                rl_batch: 4,
+                max_new_tokens: 128,
+                eval_k: 1,
+                eval_max_steps: 3,
+                eval_temperature: 0.0,
+            }
+        } else {
+            Plan {
+                trajectories_per_task: 4,
+                collect_max_steps: 30,
+                sft_cutoff: 2048,
+                sft_epochs: 3,
+                sft_max_steps: None,
+                rl_iterations: 20,
+                rl_batch: 8,
+                max_new_tokens: 256,
+                eval_k: 3,
+                eval_max_steps: 10,
+                eval_temperature: 0.7,
+            }
+        }
+    }
+
+    fn max_prompt_tokens(&self) -> usize {
+        self.sft_cutoff - self.max_new_tokens
+    }
+}
+
+/// Parses `argv` as a subcommand's arguments, exactly as the CLI would.
+fn parse<A: ClapArgs + FromArgMatches>(name: &str, argv: &[String]) -> Result<A> {
+    #[derive(Parser)]
+    struct Wrap<T: ClapArgs> {
+        #[command(flatten)]
+        inner: T,
+    }
+    let w = Wrap::<A>::try_parse_from(std::iter::once(name.to_string()).chain(argv.iter().cloned()))
+        .with_context(|| format!("demo: arguments of {name}"))?;
+    Ok(w.inner)
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+fn stage(n: usize, what: &str) {
+    println!("\n=== [{n}/6] {what} ===");
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let model_dir = args.out.join("model");
-    println!("[1/3] model: tiny preset in {}", model_dir.display());
-    if !model_dir.join("model.safetensors").is_file() {
-        super::init_model::init(Preset::Tiny, 0, &model_dir)?;
+    let t0 = Instant::now();
+    let plan = Plan::new(args.quick);
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+    for d in ["data", "sft", "rl", "eval-base", "eval-sft", "eval-rl"] {
+        let p = out.join(d);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("{}", p.display()))?;
+        }
     }
-    let tok = TextTokenizer::from_dir(&model_dir)?;
-    let device = Default::default();
-    let (model, _) = mlagent_engine::io::load::<Flex>(&model_dir, FloatDType::F32, &device)?;
-
-    println!("[2/3] task: {} (environment episode in {})", args.task, args.out.join("episode").display());
-    let task = suite::resolve(&args.task, DEFAULT_SEED).with_context(|| format!("task {}", args.task))?;
-    let description = task.description_text()?;
-    let state = State::from_steps(&task.name, &description, task.metric, task.direction(), &[], 3, None);
-    let prompt = tok.apply_chat_template(&[ChatMessage::new("user", state.render())], true)?;
-    let ids = tok.encode(&prompt, false)?;
-    println!("      prompt: {} tokens ({} characters)", ids.len(), prompt.len());
-
-    println!("[3/3] one action from the untrained model (greedy, {} tokens at most)", args.max_new_tokens);
-    let opts = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        sampling: SamplingParams::greedy(),
-        seed: 0,
-        eos_ids: mlagent_engine::tokenizer::eos_ids(&model_dir, Some(&tok))?,
-        stop_strings: vec!["\nObservation:".into()],
-        pad_id: tok.pad_id().unwrap_or(0),
+    let dev = match args.device {
+        DeviceKind::Cpu | DeviceKind::CpuNdarray => "cpu".to_string(),
+        DeviceKind::Wgpu => "wgpu".into(),
+        DeviceKind::Cuda(n) => format!("cuda:{n}"),
     };
-    let start = std::time::Instant::now();
-    let out = mlagent_engine::generate(&model, &[ids], &opts, Some(&tok), &device)?;
-    let response = tok.decode(&out[0].token_ids, true)?;
-    let secs = start.elapsed().as_secs_f64();
-    println!("      {} tokens in {secs:.2}s: ids {:?}", out[0].token_ids.len(), out[0].token_ids);
-    println!("      text: {response:?}");
+    let seed = s(args.seed);
+    let mut times: Vec<(&str, f64)> = Vec::new();
 
-    let ws = args.out.join("episode");
-    let mut episode = mlagent_agent::Episode::reset(task, &ws, mlagent_agent::EpisodeConfig::default())?;
-    let step = episode.step(&response)?;
-    println!("      environment: valid {}, kind {:?}, reward {}", step.valid, step.kind, step.reward);
-    println!();
-    println!("Next (their own issues): `mlagent collect` expert trajectories, `mlagent sft`, `mlagent rl`, and");
-    println!("evaluation; then `demo` runs that whole pipeline on this tiny preset.");
+    stage(1, "model: the tiny preset");
+    let t = Instant::now();
+    let base = out.join("base");
+    if !base.join("model.safetensors").is_file() {
+        super::init_model::init(mlagent_engine::preset::Preset::Tiny, args.seed, &base)?;
+    } else {
+        println!("reusing {}", base.display());
+    }
+    times.push(("init model", t.elapsed().as_secs_f64()));
+
+    stage(2, "collect: scripted expert, 100 ideas per task, the 10 most diverse");
+    let t = Instant::now();
+    let data = out.join("data");
+    super::collect::run(parse(
+        "collect",
+        &[
+            s("--tasks"), s("train"),
+            s("--trajectories-per-task"), s(plan.trajectories_per_task),
+            s("--max-steps"), s(plan.collect_max_steps),
+            s("--seed"), seed.clone(),
+            s("--out"), s(data.display()),
+        ],
+    )?)?;
+    times.push(("collect", t.elapsed().as_secs_f64()));
+
+    stage(3, "SFT on the expert steps");
+    let t = Instant::now();
+    let sft = out.join("sft");
+    let mut argv = vec![
+        s("--model"), s(base.display()),
+        s("--data"), s(data.join("sft_messages.jsonl").display()),
+        s("--out"), s(sft.display()),
+        s("--cutoff-len"), s(plan.sft_cutoff),
+        s("--epochs"), s(plan.sft_epochs),
+        s("--seed"), seed.clone(),
+        s("--device"), dev.clone(),
+    ];
+    if let Some(m) = plan.sft_max_steps {
+        argv.extend([s("--max-steps"), s(m)]);
+    }
+    super::sft::run(parse("sft", &argv)?)?;
+    times.push(("sft", t.elapsed().as_secs_f64()));
+
+    stage(4, "step-wise PPO from the expert states");
+    let t = Instant::now();
+    let rl = out.join("rl");
+    super::rl::run(parse(
+        "rl",
+        &[
+            s("--model"), s(sft.join("model").display()),
+            s("--data"), s(data.join("trajectories.jsonl").display()),
+            s("--out"), s(rl.display()),
+            s("--iterations"), s(plan.rl_iterations),
+            s("--batch"), s(plan.rl_batch),
+            s("--max-new-tokens"), s(plan.max_new_tokens),
+            s("--max-prompt-tokens"), s(plan.max_prompt_tokens()),
+            s("--seed"), seed.clone(),
+            s("--device"), dev.clone(),
+        ],
+    )?)?;
+    times.push(("rl", t.elapsed().as_secs_f64()));
+
+    stage(5, "evaluate base, SFT and RL on the held-out tasks");
+    let names = task_names("heldout")?;
+    let tasks = names.iter().map(|n| suite::resolve(n, DEFAULT_SEED).with_context(|| format!("task {n}"))).collect::<Result<Vec<_>>>()?;
+    let mut reports: Vec<(&str, EvalReport)> = Vec::new();
+    for (label, model) in [("base", base.clone()), ("sft", sft.join("model")), ("rl", rl.join("model"))] {
+        let t = Instant::now();
+        let dir = out.join(format!("eval-{label}"));
+        let job = Job {
+            model,
+            max_prompt_tokens: plan.max_prompt_tokens(),
+            label: label.to_string(),
+            cfg: EvalConfig {
+                tasks: tasks.clone(),
+                k: plan.eval_k,
+                max_steps: plan.eval_max_steps,
+                generation: GenConfig {
+                    sampling: SamplingParams { temperature: plan.eval_temperature, top_k: None, top_p: None },
+                    max_new_tokens: plan.max_new_tokens,
+                    batch: 10,
+                },
+                workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                seed: args.seed,
+                episode: EpisodeConfig::default(),
+                work: dir.join("episodes"),
+            },
+        };
+        let report = args.device.run(job, false)?;
+        write_report(&report, &dir)?;
+        println!(
+            "{label}: valid actions {:.0}%, held-out avg relative gain {:+.2}% ({:.0} s)",
+            100.0 * report.valid_action_rate,
+            100.0 * report.avg_relative_gain,
+            t.elapsed().as_secs_f64()
+        );
+        times.push((["eval base", "eval sft", "eval rl"][reports.len()], t.elapsed().as_secs_f64()));
+        reports.push((label, report));
+    }
+
+    stage(6, "report");
+    let minutes = t0.elapsed().as_secs_f64() / 60.0;
+    let png = out.join("heldout.png");
+    let groups: Vec<(String, Vec<f64>)> =
+        reports.iter().map(|(l, r)| (l.to_string(), r.tasks.iter().map(|t| 100.0 * t.avg_relative_gain).collect())).collect();
+    mlagent_train::plot::grouped_bars(&png, "held-out tasks: avg@K relative gain over the starter", "gain %", &names, &groups)?;
+    let md = report_markdown(&args, &plan, &reports, &times, minutes);
+    std::fs::write(out.join("report.md"), &md).with_context(|| format!("{}", out.join("report.md").display()))?;
+    let by = |f: &dyn Fn(&EvalReport) -> f64| {
+        serde_json::Value::Object(reports.iter().map(|(l, r)| (l.to_string(), serde_json::json!(f(r)))).collect())
+    };
+    let summary = serde_json::json!({
+        "valid_action_rate": by(&|r| r.valid_action_rate),
+        "heldout": {"avg_relative_gain": by(&|r| r.avg_relative_gain), "best_relative_gain": by(&|r| r.best_relative_gain)},
+        "minutes": (minutes * 100.0).round() / 100.0,
+    });
+    if args.format == "json" {
+        println!("report: {}", out.join("report.md").display());
+    } else {
+        println!("{md}");
+    }
+    println!("{summary}");
     Ok(())
+}
+
+fn report_markdown(args: &Args, plan: &Plan, reports: &[(&str, EvalReport)], times: &[(&str, f64)], minutes: f64) -> String {
+    let mut m = String::from("# mlagent demo\n\n");
+    m.push_str(&format!(
+        "{} configuration, seed {}, device {}, suite seed {DEFAULT_SEED}; {minutes:.1} minutes in all.\n\n",
+        if args.quick { "Quick" } else { "Full" },
+        args.seed,
+        args.device
+    ));
+    m.push_str("## Held-out tasks (avg@K relative gain over the starter script)\n\n| task | base | sft | rl |\n|---|---:|---:|---:|\n");
+    if let Some((_, first)) = reports.first() {
+        for (i, t) in first.tasks.iter().enumerate() {
+            m.push_str(&format!("| {} |", t.task));
+            for (_, r) in reports {
+                m.push_str(&format!(" {:+.2}% |", 100.0 * r.tasks[i].avg_relative_gain));
+            }
+            m.push('\n');
+        }
+    }
+    for (name, f) in [
+        ("**mean avg@K gain**", &(|r: &EvalReport| format!("{:+.2}%", 100.0 * r.avg_relative_gain)) as &dyn Fn(&EvalReport) -> String),
+        ("**mean best@K gain**", &|r: &EvalReport| format!("{:+.2}%", 100.0 * r.best_relative_gain)),
+        ("**valid actions**", &|r: &EvalReport| format!("{:.1}%", 100.0 * r.valid_action_rate)),
+        ("graded episodes", &|r: &EvalReport| {
+            format!("{}/{}", r.tasks.iter().map(|t| t.graded).sum::<usize>(), r.tasks.iter().map(|t| t.finals.len()).sum::<usize>())
+        }),
+    ] {
+        m.push_str(&format!("| {name} |"));
+        for (_, r) in reports {
+            m.push_str(&format!(" {} |", f(r)));
+        }
+        m.push('\n');
+    }
+    m.push_str("\n![held-out gains](heldout.png)\n\nPer-model tables: `eval-base/eval.md`, `eval-sft/eval.md`, `eval-rl/eval.md`.\n\n");
+    m.push_str("## Training\n\n- SFT: `sft/metrics.jsonl`, ![sft](sft/curves.png)\n- RL: `rl/metrics.jsonl`, ![rl](rl/curves.png)\n- Expert data: `data/report.md`\n\n");
+    m.push_str("## Settings\n\n```json\n");
+    m.push_str(&serde_json::to_string_pretty(plan).unwrap_or_default());
+    m.push_str("\n```\n\nEvery other setting is the command's default (see `mlagent <command> --help`).\n\n## Wall times\n\n| stage | seconds |\n|---|---:|\n");
+    for (stage, secs) in times {
+        m.push_str(&format!("| {stage} | {secs:.1} |\n"));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_arguments_parse_as_the_cli_would() {
+        let a: super::super::rl::Args = parse("rl", &[s("--model"), s("m"), s("--data"), s("d"), s("--out"), s("o")]).unwrap();
+        drop(a);
+        let e = parse::<super::super::rl::Args>("rl", &[s("--bogus")]).err().unwrap();
+        assert!(format!("{e:#}").contains("--bogus"), "{e:#}");
+    }
 }

@@ -5,12 +5,14 @@ pub mod chat_template;
 pub mod collect;
 pub mod demo;
 pub mod env;
+pub mod eval;
 pub mod generate;
 pub mod grade;
 pub mod info;
 pub mod init_model;
 pub mod kernels;
 pub mod logits;
+pub mod rl;
 pub mod sft;
 pub mod tasks;
 

@@ -127,6 +127,8 @@ pub struct IterMetrics {
     pub actor_grad_norm: f64,
     /// Mean critic gradient norm before clipping.
     pub critic_grad_norm: f64,
+    /// Optimizer steps taken (per model).
+    pub updates: usize,
     /// Action tokens trained on per second of update (actor and critic).
     pub update_tokens_per_s: f64,
     /// Wall seconds of the iteration.
@@ -302,6 +304,7 @@ where
             value_mean: mean_std(&scored.values).0,
             actor_grad_norm: u.actor_grad_norm,
             critic_grad_norm: u.critic_grad_norm,
+            updates: u.updates,
             update_tokens_per_s: u.tokens as f64 / update_s.max(1e-9),
             seconds: t0.elapsed().as_secs_f64(),
         })
