@@ -224,3 +224,55 @@ fn env_step_runs_a_local_helper_model() {
     let e = fails(&["env", "step", "--workspace", ws.to_str().unwrap(), "--response-file", resp.to_str().unwrap(), "--helper-model-dir", "/no/model"]);
     assert!(e.contains("/no/model"), "{e}");
 }
+
+#[test]
+fn rl_trains_resumes_and_eval_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    ok(&["init-model", "--preset", "tiny", "--out", &p("tiny")]);
+    ok(&["collect", "--tasks", "spaceship-titanic", "--trajectories-per-task", "1", "--max-steps", "4", "--workers", "2", "--out", &p("data")]);
+    let data = p("data/trajectories.jsonl");
+    let (tiny, rl, ep) = (p("tiny"), p("rl"), p("ep"));
+    let small = ["--max-new-tokens", "8", "--max-prompt-tokens", "192", "--mini-batches", "1", "--workers", "2"];
+    let mut args = vec!["rl", "--model", &tiny, "--data", &data, "--out", &rl, "--iterations", "1", "--batch", "2"];
+    args.extend(small);
+    ok(&args);
+    let line = |path: &str, n: usize| -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(text.lines().count(), n, "{text}");
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    };
+    let m = line(&p("rl/metrics.jsonl"), 1);
+    assert_eq!(m["rollouts"], 2, "{m}");
+    let r = m["reward_mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&r) && m["value_loss"].as_f64().unwrap().is_finite(), "{m}");
+    assert!(std::fs::read(p("rl/curves.png")).unwrap().starts_with(b"\x89PNG"));
+    assert!(tmp.path().join("rl/checkpoint-1/critic/value_head.safetensors").is_file());
+    // Resume to a second iteration; then the episode-wise baseline.
+    ok(&["rl", "--resume", &p("rl/checkpoint-1"), "--out", &p("rl"), "--iterations", "2"]);
+    assert_eq!(line(&p("rl/metrics.jsonl"), 2)["iteration"], 2);
+    let mut args = vec!["rl", "--model", &tiny, "--data", &data, "--out", &ep, "--mode", "episode", "--iterations", "1"];
+    args.extend(["--batch", "1", "--episode-steps", "2"]);
+    args.extend(small);
+    ok(&args);
+    assert_eq!(line(&p("ep/metrics.jsonl"), 1)["rollouts"], 2);
+
+    // Evaluation of the trained actor: K = 2 episodes of one step on a held-out task.
+    let v = last_json(&ok(&[
+        "eval", "--model", &p("rl/model"), "--tasks", "detecting-insults-in-social-commentary", "-k", "2", "--max-steps", "1",
+        "--max-new-tokens", "8", "--out", &p("eval"), "--format", "json",
+    ]));
+    assert_eq!(v["tasks"][0]["finals"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["tasks"][0]["steps"], 2, "{v}");
+    let rate = v["valid_action_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&rate), "{v}");
+    assert!(tmp.path().join("eval/eval.md").is_file() && std::fs::read(p("eval/eval.png")).unwrap().starts_with(b"\x89PNG"));
+
+    // Bad inputs: a held-out task in the states pool, an unknown eval task.
+    let bad = p("bad.jsonl");
+    std::fs::write(&bad, "{\"task\": \"leaf-classification\", \"steps\": []}\n").unwrap();
+    let e = fails(&["rl", "--model", &p("tiny"), "--data", &bad, "--out", &p("bad")]);
+    assert!(e.contains("bad.jsonl:1") && e.contains("held out"), "{e}");
+    let e = fails(&["eval", "--model", &p("tiny"), "--tasks", "no-such-task", "--out", &p("bad")]);
+    assert!(e.contains("no-such-task"), "{e}");
+}

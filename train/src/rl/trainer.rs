@@ -129,7 +129,8 @@ pub struct IterMetrics {
     pub critic_grad_norm: f64,
     /// Optimizer steps taken (per model).
     pub updates: usize,
-    /// Action tokens trained on per second of update (actor and critic).
+    /// Sequence tokens (prompt + action) per second of update, each through the actor's and the
+    /// critic's forward and backward.
     pub update_tokens_per_s: f64,
     /// Wall seconds of the iteration.
     pub seconds: f64,
@@ -498,8 +499,8 @@ pub(crate) fn ppo_update<B: AutodiffBackend + KernelBackend>(
                     m_kl += pm.approx_kl * w;
                     let grads = GradientsParams::from_grads(loss.mul_scalar(w).backward(), &*m.actor);
                     actor_acc.accumulate(&*m.actor, grads);
-                    trained_tokens += n;
                 }
+                trained_tokens += micro.iter().map(|&i| tr[i].prompt.len() + tr[i].action.len()).sum::<usize>();
                 let v = state_values_tensor(&*m.critic, &batch)?;
                 let old_v = tensor1(micro.iter().map(|&i| scored.values[i] as f32).collect(), device);
                 let r = tensor1(micro.iter().map(|&i| ret[i] as f32).collect(), device);
@@ -610,7 +611,7 @@ mod tests {
             let mut m = Models { actor: &mut actor, critic: &mut critic, actor_optim: &mut ao, critic_optim: &mut co };
             let u = ppo_update(&mut m, &c, &tr, &s, &whiten(&adv), &ret, &mut rng, &dev).unwrap();
             assert_eq!(u.updates, 2);
-            assert_eq!(u.tokens, 2 * 5);
+            assert_eq!(u.tokens, 2 * (2 * 4 + 5));
             assert!(u.value_loss.is_finite() && u.clip_frac >= 0.0);
         }
         let after = score(&actor.valid(), &reference, &critic.valid(), &tr, 2, 1.0, &dev).unwrap();
