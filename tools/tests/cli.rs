@@ -233,6 +233,16 @@ fn rl_trains_resumes_and_eval_reports() {
     ok(&["collect", "--tasks", "spaceship-titanic", "--trajectories-per-task", "1", "--max-steps", "4", "--workers", "2", "--out", &p("data")]);
     let data = p("data/trajectories.jsonl");
     let (tiny, rl, ep) = (p("tiny"), p("rl"), p("ep"));
+    // SFT's end-of-training check: greedy actions of the base and trained model on expert states.
+    ok(&[
+        "sft", "--model", &tiny, "--data", &p("data/sft_messages.jsonl"), "--out", &p("sft"), "--max-steps", "1",
+        "--cutoff-len", "256", "--eval-states", &data, "--eval-states-count", "2", "--eval-max-new-tokens", "8", "--eval-base",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("sft/eval_states.json")).unwrap()).unwrap();
+    for m in ["base", "sft"] {
+        assert_eq!(v[m]["states"], 2, "{v}");
+        assert!((0.0..=1.0).contains(&v[m]["valid_rate"].as_f64().unwrap()), "{v}");
+    }
     let small = ["--max-new-tokens", "8", "--max-prompt-tokens", "192", "--mini-batches", "1", "--workers", "2"];
     let mut args = vec!["rl", "--model", &tiny, "--data", &data, "--out", &rl, "--iterations", "1", "--batch", "2"];
     args.extend(small);

@@ -15,9 +15,12 @@ use std::time::Instant;
 /// the scripted expert and diverse ideas → SFT → step-wise PPO → evaluate the base, SFT and RL
 /// models side by side on the 10 held-out tasks.
 ///
+/// After SFT, the base and SFT models also take one greedy action on states of expert trajectories
+/// collected with another seed (not trained on), scored in the environment.
+///
 /// Writes DIR/report.md (tables, settings, seeds, wall times), DIR/heldout.png (relative gain
-/// per task and model), the stages' own outputs (DIR/data, DIR/sft, DIR/rl with curves.png,
-/// DIR/eval-{base,sft,rl}) and, as the last line of stdout, a JSON summary:
+/// per task and model), the stages' own outputs (DIR/data, DIR/data-heldout-states, DIR/sft,
+/// DIR/rl with curves.png, DIR/eval-{base,sft,rl}) and, as the last line of stdout, a JSON summary:
 /// {"valid_action_rate": {"base", "sft", "rl"}, "heldout": {"avg_relative_gain": {...}}, "minutes"}.
 /// DIR's stage folders are replaced; the model in DIR/base is reused when present.
 ///
@@ -59,6 +62,7 @@ struct Plan {
     rl_iterations: usize,
     rl_batch: usize,
     max_new_tokens: usize,
+    eval_states: usize,
     eval_k: usize,
     eval_max_steps: usize,
     eval_temperature: f32,
@@ -80,6 +84,7 @@ impl Plan {
                 rl_iterations: 3,
                 rl_batch: 4,
                 max_new_tokens: 128,
+                eval_states: 36,
                 eval_k: 1,
                 eval_max_steps: 3,
                 eval_temperature: 0.0,
@@ -98,6 +103,7 @@ impl Plan {
                 rl_iterations: 20,
                 rl_batch: 8,
                 max_new_tokens: 256,
+                eval_states: 72,
                 eval_k: 3,
                 eval_max_steps: 10,
                 eval_temperature: 0.7,
@@ -136,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
     let plan = Plan::new(args.quick);
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
-    for d in ["data", "sft", "rl", "eval-base", "eval-sft", "eval-rl"] {
+    for d in ["data", "data-heldout-states", "sft", "rl", "eval-base", "eval-sft", "eval-rl"] {
         let p = out.join(d);
         if p.exists() {
             std::fs::remove_dir_all(&p).with_context(|| format!("{}", p.display()))?;
@@ -173,6 +179,21 @@ pub fn run(args: Args) -> Result<()> {
             s("--out"), s(data.display()),
         ],
     )?)?;
+    // Trajectories of other episodes (another seed) for the end-of-SFT check on states not trained on.
+    let held = out.join("data-heldout-states");
+    if held.exists() {
+        std::fs::remove_dir_all(&held).with_context(|| format!("{}", held.display()))?;
+    }
+    super::collect::run(parse(
+        "collect",
+        &[
+            s("--tasks"), s("train"),
+            s("--trajectories-per-task"), s(1),
+            s("--max-steps"), s(plan.collect_max_steps),
+            s("--seed"), s(args.seed + 1),
+            s("--out"), s(held.display()),
+        ],
+    )?)?;
     times.push(("collect", t.elapsed().as_secs_f64()));
 
     stage(3, "SFT on the expert steps");
@@ -188,6 +209,10 @@ pub fn run(args: Args) -> Result<()> {
         s("--grad-accum"), s(plan.sft_grad_accum),
         s("--lr"), s(plan.sft_lr),
         s("--warmup"), s(plan.sft_warmup),
+        s("--eval-states"), s(held.join("trajectories.jsonl").display()),
+        s("--eval-states-count"), s(plan.eval_states),
+        s("--eval-max-new-tokens"), s(plan.max_new_tokens),
+        s("--eval-base"),
         s("--seed"), seed.clone(),
         s("--device"), dev.clone(),
     ];
@@ -260,7 +285,11 @@ pub fn run(args: Args) -> Result<()> {
     let groups: Vec<(String, Vec<f64>)> =
         reports.iter().map(|(l, r)| (l.to_string(), r.tasks.iter().map(|t| 100.0 * t.avg_relative_gain).collect())).collect();
     mlagent_train::plot::grouped_bars(&png, "held-out tasks: avg@K relative gain over the starter", "gain %", &names, &groups)?;
-    let md = report_markdown(&args, &plan, &reports, &times, minutes);
+    let states: serde_json::Value = std::fs::read_to_string(sft.join("eval_states.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let md = report_markdown(&args, &plan, &reports, &states, &times, minutes);
     std::fs::write(out.join("report.md"), &md).with_context(|| format!("{}", out.join("report.md").display()))?;
     let by = |f: &dyn Fn(&EvalReport) -> f64| {
         serde_json::Value::Object(reports.iter().map(|(l, r)| (l.to_string(), serde_json::json!(f(r)))).collect())
@@ -268,6 +297,10 @@ pub fn run(args: Args) -> Result<()> {
     let summary = serde_json::json!({
         "valid_action_rate": by(&|r| r.valid_action_rate),
         "heldout": {"avg_relative_gain": by(&|r| r.avg_relative_gain), "best_relative_gain": by(&|r| r.best_relative_gain)},
+        "sft_heldout_states": {
+            "valid_action_rate": {"base": states["base"]["valid_rate"], "sft": states["sft"]["valid_rate"]},
+            "mean_reward": {"base": states["base"]["mean_reward"], "sft": states["sft"]["mean_reward"]},
+        },
         "minutes": (minutes * 100.0).round() / 100.0,
     });
     if args.format == "json" {
@@ -279,7 +312,14 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn report_markdown(args: &Args, plan: &Plan, reports: &[(&str, EvalReport)], times: &[(&str, f64)], minutes: f64) -> String {
+fn report_markdown(
+    args: &Args,
+    plan: &Plan,
+    reports: &[(&str, EvalReport)],
+    states: &serde_json::Value,
+    times: &[(&str, f64)],
+    minutes: f64,
+) -> String {
     let mut m = String::from("# mlagent demo\n\n");
     m.push_str(&format!(
         "{} configuration, seed {}, device {}, suite seed {DEFAULT_SEED}; {minutes:.1} minutes in all.\n\n",
@@ -312,7 +352,21 @@ fn report_markdown(args: &Args, plan: &Plan, reports: &[(&str, EvalReport)], tim
         m.push('\n');
     }
     m.push_str("\n![held-out gains](heldout.png)\n\nPer-model tables: `eval-base/eval.md`, `eval-sft/eval.md`, `eval-rl/eval.md`.\n\n");
-    m.push_str("## Training\n\n- SFT: `sft/metrics.jsonl`, ![sft](sft/curves.png)\n- RL: `rl/metrics.jsonl`, ![rl](rl/curves.png)\n- Expert data: `data/report.md`\n\n");
+    m.push_str(&format!(
+        "## After SFT: one greedy action on {} states of expert trajectories not trained on\n\n\
+         | model | valid actions | mean reward (eq. 6) | kinds |\n|---|---:|---:|---|\n",
+        plan.eval_states
+    ));
+    for label in ["base", "sft"] {
+        let r = &states[label];
+        m.push_str(&format!(
+            "| {label} | {:.1}% | {:.3} | {} |\n",
+            100.0 * r["valid_rate"].as_f64().unwrap_or(f64::NAN),
+            r["mean_reward"].as_f64().unwrap_or(f64::NAN),
+            r["kinds"]
+        ));
+    }
+    m.push_str("\n## Training\n\n- SFT: `sft/metrics.jsonl`, ![sft](sft/curves.png)\n- RL: `rl/metrics.jsonl`, ![rl](rl/curves.png)\n- Expert data: `data/report.md`\n\n");
     m.push_str("## Settings\n\n```json\n");
     m.push_str(&serde_json::to_string_pretty(plan).unwrap_or_default());
     m.push_str("\n```\n\nEvery other setting is the command's default (see `mlagent <command> --help`).\n\n## Wall times\n\n| stage | seconds |\n|---|---:|\n");

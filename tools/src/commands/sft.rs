@@ -1,6 +1,7 @@
 //! `mlagent sft`: stage 1 of ML-Agent, supervised fine-tuning on expert trajectories.
 
 use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
 use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,6 +66,61 @@ pub struct Args {
     /// Backend: cpu, wgpu, cuda or cuda:N (training computes in f32).
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
+    /// Expert trajectories NOT trained on (trajectories.jsonl of a separate `mlagent collect`): after
+    /// training, the model's greedy action in --eval-states-count of their states runs in the real
+    /// environment; valid-action rate and mean reward (eq. 6) go to OUT/eval_states.json.
+    #[arg(long)]
+    eval_states: Option<PathBuf>,
+    /// States for --eval-states (spread evenly over the file's states).
+    #[arg(long, default_value_t = 32)]
+    eval_states_count: usize,
+    /// Longest greedy action in --eval-states, in tokens (prompts are cut to --cutoff-len minus this).
+    #[arg(long, default_value_t = 128)]
+    eval_max_new_tokens: usize,
+    /// Also evaluate the starting model on the same states, for comparison.
+    #[arg(long)]
+    eval_base: bool,
+    /// Seed of the built-in task suite the --eval-states trajectories were collected on.
+    #[arg(long, default_value_t = mlagent_agent::suite::DEFAULT_SEED)]
+    suite_seed: u64,
+}
+
+/// The end-of-training check on --eval-states: greedy actions of `model` through the environment.
+fn eval_states<B: burn::tensor::backend::Backend + mlagent_kernels::KernelBackend>(
+    args: &Args,
+    model: &mlagent_engine::Qwen2<B>,
+    model_dir: &std::path::Path,
+    cutoff: usize,
+    label: &str,
+    device: &B::Device,
+) -> Result<Option<mlagent_train::state_eval::StatesEval>> {
+    let Some(path) = &args.eval_states else { return Ok(None) };
+    let pool = mlagent_train::rl::StatesPool::from_jsonl(path, args.suite_seed)?;
+    if cutoff <= args.eval_max_new_tokens + 16 {
+        bail!("--cutoff-len {cutoff} leaves no room for --eval-max-new-tokens {}", args.eval_max_new_tokens);
+    }
+    let codec = mlagent_train::actor::PromptCodec::from_dir(model_dir, cutoff - args.eval_max_new_tokens)?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let work = args.out.join("eval_states").join(label);
+    let r = mlagent_train::state_eval::evaluate_states(
+        model,
+        &codec,
+        &pool,
+        args.eval_states_count,
+        args.eval_max_new_tokens,
+        &mlagent_agent::episode::EpisodeConfig::default(),
+        workers,
+        &work,
+        device,
+    )?;
+    println!(
+        "{label}: greedy actions on {} held-out states: valid {:.1}%, mean reward {:.3}, kinds {:?}",
+        r.states,
+        100.0 * r.valid_rate,
+        r.mean_reward,
+        r.kinds
+    );
+    Ok(Some(r))
 }
 
 struct Task {
@@ -83,6 +139,7 @@ impl AutodiffTask for Task {
         B::InnerBackend: mlagent_kernels::KernelBackend,
     {
         let Task { args, samples, cfg, model_dir, config, eos } = self;
+        let run_device = device.clone();
         let mut run = match &args.resume {
             Some(dir) => SftRun::<B>::resume(dir, &samples, device)?,
             None => {
@@ -126,6 +183,18 @@ impl AutodiffTask for Task {
         mlagent_train::plot::metrics_panels(&metrics_path, "step", &["loss", "lr", "grad_norm"], &curves, &title)
             .context("drawing the training curves (the model is saved)")?;
         println!("curves in {}", curves.display());
+        if args.eval_states.is_some() {
+            let mut report = serde_json::Map::new();
+            if args.eval_base {
+                let (base, _) = mlagent_engine::io::load::<B::InnerBackend>(&model_dir, FloatDType::F32, &run_device)?;
+                let r = eval_states(&args, &base, &model_dir, run.cfg.cutoff_len, "base", &run_device)?;
+                report.insert("base".into(), serde_json::to_value(r)?);
+            }
+            let r = eval_states(&args, &run.model.valid(), &final_dir, run.cfg.cutoff_len, "sft", &run_device)?;
+            report.insert("sft".into(), serde_json::to_value(r)?);
+            let path = args.out.join("eval_states.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("{}", path.display()))?;
+        }
         Ok(())
     }
 }
