@@ -8,7 +8,7 @@ use mlagent_agent::episode::EpisodeConfig;
 use mlagent_agent::expert::{LlmExpert, ScriptedExpert};
 use mlagent_agent::helper::{Helper, OpenAiHelper};
 use mlagent_agent::policy::Policy;
-use mlagent_agent::suite::{self, DEFAULT_SEED, SUITE};
+use mlagent_agent::suite::{self, SUITE};
 use mlagent_agent::task::Split;
 use std::path::PathBuf;
 
@@ -21,6 +21,8 @@ use std::path::PathBuf;
 /// Example: mlagent collect --tasks train --trajectories-per-task 2 --ideas 100 --diverse 10 --out data/sft
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    env: super::EnvOpts,
     /// `train` (the nine training tasks) or comma-separated task names or folders.
     #[arg(long, default_value = "train")]
     tasks: String,
@@ -57,27 +59,15 @@ pub struct Args {
     /// Embed ideas with this model at --url's /embeddings instead of the offline TF-IDF.
     #[arg(long)]
     embedding_model: Option<String>,
-    /// Parallel episodes (default: the number of CPUs).
-    #[arg(long)]
-    workers: Option<usize>,
     /// Seed of idea sampling and the scripted expert.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Seed of the built-in task suite.
-    #[arg(long, default_value_t = DEFAULT_SEED)]
-    suite_seed: u64,
     /// Most ideas given to one episode (at least 1 each).
     #[arg(long, default_value_t = 3)]
     max_ideas_per_episode: usize,
     /// Step limit per episode.
     #[arg(long, default_value_t = 30)]
     max_steps: usize,
-    /// Wall-clock limit of one script run, seconds (default: the task's).
-    #[arg(long)]
-    exec_timeout: Option<u64>,
-    /// Run scripts without PID/network namespaces.
-    #[arg(long)]
-    no_namespaces: bool,
 }
 
 /// Runs the command.
@@ -104,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.out.exists() && std::fs::read_dir(&args.out).with_context(|| format!("{}", args.out.display()))?.next().is_some() {
         bail!("--out {}: exists and is not empty; choose a new folder", args.out.display());
     }
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let workers = args.env.workers();
     let cfg = CollectConfig {
         tasks,
         trajectories_per_task: args.trajectories_per_task,
@@ -113,14 +103,9 @@ pub fn run(args: Args) -> Result<()> {
         ideas_per_episode: (1, args.max_ideas_per_episode),
         workers,
         seed: args.seed,
-        suite_seed: args.suite_seed,
+        suite_seed: args.env.suite_seed,
         out: args.out.clone(),
-        episode: EpisodeConfig {
-            max_steps: Some(args.max_steps),
-            exec_timeout_secs: args.exec_timeout,
-            namespaces: !args.no_namespaces,
-            ..Default::default()
-        },
+        episode: EpisodeConfig { max_steps: Some(args.max_steps), ..args.env.episode() },
     };
 
     let need_url = |what: &str| -> Result<String> {

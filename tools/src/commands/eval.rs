@@ -4,8 +4,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::FloatDType;
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use mlagent_agent::episode::EpisodeConfig;
-use mlagent_agent::suite::{self, DEFAULT_SEED, SUITE};
+use mlagent_agent::suite::{self, SUITE};
 use mlagent_agent::task::Split;
 use mlagent_engine::{BackendTask, DeviceKind, SamplingParams};
 use mlagent_kernels::KernelBackend;
@@ -25,6 +24,8 @@ use std::path::{Path, PathBuf};
 /// Example: mlagent eval --model runs/rl/model --tasks heldout -k 3 --max-steps 10 --out runs/eval-rl
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    env: super::EnvOpts,
     /// The model (HF dir with tokenizer and chat template).
     #[arg(long)]
     model: PathBuf,
@@ -49,27 +50,15 @@ pub struct Args {
     /// Prompts per generate call.
     #[arg(long, default_value_t = 8)]
     gen_batch: usize,
-    /// Parallel environment workers (default: the number of CPUs).
-    #[arg(long)]
-    workers: Option<usize>,
     /// Seed of token sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Seed of the built-in task suite.
-    #[arg(long, default_value_t = DEFAULT_SEED)]
-    suite_seed: u64,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
     /// Output format of the summary on stdout: text (Markdown table) or json (one line).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
-    /// Wall-clock limit of one script run, seconds (default: the task's).
-    #[arg(long)]
-    exec_timeout: Option<u64>,
-    /// Run scripts without PID/network namespaces.
-    #[arg(long)]
-    no_namespaces: bool,
     /// Backend: cpu, wgpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
@@ -153,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
     let names = task_names(&args.tasks)?;
     let tasks = names
         .iter()
-        .map(|n| suite::resolve(n, args.suite_seed).with_context(|| format!("task {n}")))
+        .map(|n| suite::resolve(n, args.env.suite_seed).with_context(|| format!("task {n}")))
         .collect::<Result<Vec<_>>>()?;
     let max_prompt_tokens = args.max_prompt_tokens.unwrap_or(2048 - args.max_new_tokens.min(1024));
     let job = Job {
@@ -169,9 +158,9 @@ pub fn run(args: Args) -> Result<()> {
                 max_new_tokens: args.max_new_tokens,
                 batch: args.gen_batch,
             },
-            workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1),
+            workers: args.env.workers(),
             seed: args.seed,
-            episode: EpisodeConfig { exec_timeout_secs: args.exec_timeout, namespaces: !args.no_namespaces, ..Default::default() },
+            episode: args.env.episode(),
             work: args.out.join("episodes"),
         },
     };

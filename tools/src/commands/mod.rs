@@ -17,6 +17,36 @@ pub mod sft;
 pub mod tasks;
 
 use anyhow::{Context, Result, bail};
+use mlagent_agent::episode::EpisodeConfig;
+
+/// Environment options of every command that runs episodes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EnvOpts {
+    /// Parallel environment workers (default: the number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Seed of the built-in task suite.
+    #[arg(long, default_value_t = mlagent_agent::suite::DEFAULT_SEED)]
+    pub suite_seed: u64,
+    /// Wall-clock limit of one script run, seconds (default: the task's).
+    #[arg(long)]
+    pub exec_timeout: Option<u64>,
+    /// Run scripts without PID/network namespaces.
+    #[arg(long)]
+    pub no_namespaces: bool,
+}
+
+impl EnvOpts {
+    /// --workers or the number of CPUs.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+    }
+
+    /// The episode settings these options ask for (the rest default).
+    pub fn episode(&self) -> EpisodeConfig {
+        EpisodeConfig { exec_timeout_secs: self.exec_timeout, namespaces: !self.no_namespaces, ..Default::default() }
+    }
+}
 
 /// Parses `1,2,3` into token ids.
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {

@@ -3,8 +3,6 @@
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use mlagent_agent::episode::EpisodeConfig;
-use mlagent_agent::suite::DEFAULT_SEED;
 use mlagent_engine::{AutodiffTask, DeviceKind, Qwen2Config};
 use mlagent_kernels::KernelBackend;
 use mlagent_train::rl::{Mode, RlConfig, RlRun};
@@ -29,6 +27,8 @@ use std::path::{Path, PathBuf};
 /// Example: mlagent rl --model runs/sft/model --data data/sft/trajectories.jsonl --out runs/rl
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    env: super::EnvOpts,
     /// The SFT model: the actor's start, the critic's backbone and the frozen KL reference.
     #[arg(long, required_unless_present = "resume")]
     model: Option<PathBuf>,
@@ -95,15 +95,9 @@ pub struct Args {
     /// Prompts per generate call.
     #[arg(long, default_value_t = 8)]
     gen_batch: usize,
-    /// Parallel environment workers (default: the number of CPUs).
-    #[arg(long)]
-    workers: Option<usize>,
     /// Seed of state choice, sampling and mini-batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Seed of the built-in task suite the trajectories were collected on.
-    #[arg(long, default_value_t = DEFAULT_SEED)]
-    suite_seed: u64,
     /// Save a checkpoint every N iterations (0 = only at the end).
     #[arg(long, default_value_t = 0)]
     save_every: usize,
@@ -113,12 +107,6 @@ pub struct Args {
     /// Continue from OUT/checkpoint-N (same settings; --iterations may extend the run).
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Wall-clock limit of one script run, seconds (default: the task's).
-    #[arg(long)]
-    exec_timeout: Option<u64>,
-    /// Run scripts without PID/network namespaces.
-    #[arg(long)]
-    no_namespaces: bool,
     /// Backend: cpu, wgpu, cuda or cuda:N (training computes in f32).
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
@@ -158,7 +146,7 @@ impl AutodiffTask for Task {
             (None, None) => bail!("give --model and --data, or --resume"),
         };
         println!(
-            "{} states from {} trajectories' tasks ({}); mode {:?}, {} iterations × {}",
+            "{} states of expert trajectories on {} tasks ({}); mode {:?}, {} iterations × {}",
             run.pool().len(),
             run.pool().task_names().len(),
             run.pool().task_names().join(", "),
@@ -234,7 +222,7 @@ pub fn run(args: Args) -> Result<()> {
                 mode: if args.mode == "episode" { Mode::Episode } else { Mode::Step },
                 reference: model.clone(),
                 trajectories: data.clone(),
-                suite_seed: args.suite_seed,
+                suite_seed: args.env.suite_seed,
                 iterations: args.iterations,
                 batch: args.batch,
                 episode_steps: args.episode_steps,
@@ -254,9 +242,9 @@ pub fn run(args: Args) -> Result<()> {
                 max_new_tokens,
                 max_prompt_tokens,
                 gen_batch: args.gen_batch,
-                workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1),
+                workers: args.env.workers(),
                 seed: args.seed,
-                episode: EpisodeConfig { exec_timeout_secs: args.exec_timeout, namespaces: !args.no_namespaces, ..Default::default() },
+                episode: args.env.episode(),
             })
         }
         _ => bail!("give --model DIR and --data trajectories.jsonl, or --resume CHECKPOINT"),
