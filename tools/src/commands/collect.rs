@@ -21,8 +21,6 @@ use std::path::PathBuf;
 /// Example: mlagent collect --tasks train --trajectories-per-task 2 --ideas 100 --diverse 10 --out data/sft
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    env: super::EnvOpts,
     /// `train` (the nine training tasks) or comma-separated task names or folders.
     #[arg(long, default_value = "train")]
     tasks: String,
@@ -68,6 +66,8 @@ pub struct Args {
     /// Step limit per episode.
     #[arg(long, default_value_t = 30)]
     max_steps: usize,
+    #[command(flatten)]
+    env: super::EnvOpts,
 }
 
 /// Runs the command.

@@ -24,8 +24,6 @@ use std::path::{Path, PathBuf};
 /// Example: mlagent eval --model runs/rl/model --tasks heldout -k 3 --max-steps 10 --out runs/eval-rl
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    env: super::EnvOpts,
     /// The model (HF dir with tokenizer and chat template).
     #[arg(long)]
     model: PathBuf,
@@ -62,6 +60,8 @@ pub struct Args {
     /// Backend: cpu, wgpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
+    #[command(flatten)]
+    env: super::EnvOpts,
 }
 
 /// The task names `heldout`, `train` or a list stand for.

@@ -27,8 +27,6 @@ use std::path::{Path, PathBuf};
 /// Example: mlagent rl --model runs/sft/model --data data/sft/trajectories.jsonl --out runs/rl
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    env: super::EnvOpts,
     /// The SFT model: the actor's start, the critic's backbone and the frozen KL reference.
     #[arg(long, required_unless_present = "resume")]
     model: Option<PathBuf>,
@@ -41,9 +39,9 @@ pub struct Args {
     /// step (ML-Agent) or episode (whole episodes from the task start, GAE).
     #[arg(long, default_value = "step", value_parser = ["step", "episode"])]
     mode: String,
-    /// PPO iterations (rollout + update).
-    #[arg(long, default_value_t = 20)]
-    iterations: usize,
+    /// PPO iterations (rollout + update) [default: 20; with --resume, the checkpoint's].
+    #[arg(long)]
+    iterations: Option<usize>,
     /// States (step mode) or episodes (episode mode) per iteration.
     #[arg(long, default_value_t = 8)]
     batch: usize,
@@ -110,6 +108,8 @@ pub struct Args {
     /// Backend: cpu, wgpu, cuda or cuda:N (training computes in f32).
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
+    #[command(flatten)]
+    env: super::EnvOpts,
 }
 
 struct Task {
@@ -141,7 +141,7 @@ impl AutodiffTask for Task {
         let Task { args, cfg } = self;
         let start = std::time::Instant::now();
         let mut run = match (&args.resume, cfg) {
-            (Some(dir), _) => RlRun::<B>::resume(dir, Some(args.iterations), device)?,
+            (Some(dir), _) => RlRun::<B>::resume(dir, args.iterations, device)?,
             (None, Some(cfg)) => RlRun::<B>::new(cfg, device)?,
             (None, None) => bail!("give --model and --data, or --resume"),
         };
@@ -223,7 +223,7 @@ pub fn run(args: Args) -> Result<()> {
                 reference: model.clone(),
                 trajectories: data.clone(),
                 suite_seed: args.env.suite_seed,
-                iterations: args.iterations,
+                iterations: args.iterations.unwrap_or(20),
                 batch: args.batch,
                 episode_steps: args.episode_steps,
                 ppo_epochs: args.ppo_epochs,
