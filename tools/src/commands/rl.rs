@@ -48,6 +48,9 @@ pub struct Args {
     /// Steps of each episode in episode mode.
     #[arg(long, default_value_t = 5)]
     episode_steps: usize,
+    /// First iterations that train only the critic (verl's critic_warmup).
+    #[arg(long, default_value_t = 0)]
+    critic_warmup: usize,
     /// Passes over each rollout.
     #[arg(long, default_value_t = 1)]
     ppo_epochs: usize,
@@ -226,6 +229,7 @@ pub fn run(args: Args) -> Result<()> {
                 iterations: args.iterations.unwrap_or(20),
                 batch: args.batch,
                 episode_steps: args.episode_steps,
+                critic_warmup: args.critic_warmup,
                 ppo_epochs: args.ppo_epochs,
                 mini_batches: args.mini_batches,
                 micro_batch: args.micro_batch,

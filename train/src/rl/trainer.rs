@@ -52,6 +52,10 @@ pub struct RlConfig {
     pub batch: usize,
     /// Steps per episode in episode mode.
     pub episode_steps: usize,
+    /// Iterations at the start that train only the critic (verl's `critic_warmup`): while V(s) is
+    /// still noise, A = r − V(s) is noise too.
+    #[serde(default)]
+    pub critic_warmup: usize,
     /// Passes over each rollout.
     pub ppo_epochs: usize,
     /// Mini-batches (optimizer steps) per pass.
@@ -281,7 +285,8 @@ where
         let t1 = Instant::now();
         let mut rng = StdRng::seed_from_u64(self.cfg.seed ^ (0x9e37_79b9 + self.iteration as u64));
         let mut models = Models { actor: &mut self.actor, critic: &mut self.critic, actor_optim: &mut self.actor_optim, critic_optim: &mut self.critic_optim };
-        let u = ppo_update(&mut models, &self.cfg, &tr, &scored, &adv, &ret, &mut rng, &self.device)?;
+        let train_actor = self.iteration >= self.cfg.critic_warmup;
+        let u = ppo_update(&mut models, &self.cfg, &tr, &scored, &adv, &ret, train_actor, &mut rng, &self.device)?;
         let update_s = t1.elapsed().as_secs_f64();
         self.iteration += 1;
 
@@ -456,7 +461,7 @@ fn ppo_config(cfg: &RlConfig) -> PpoConfig {
 
 /// PPO epochs over mini-batches of `tr`: per mini-batch one actor step (token-mean loss over its
 /// action tokens, accumulated over micro-batches) and one critic step (clipped value loss).
-/// Returns the mean diagnostics per mini-batch.
+/// With `train_actor` false only the critic learns. Returns the mean diagnostics per mini-batch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ppo_update<B: AutodiffBackend + KernelBackend>(
     m: &mut Models<'_, B>,
@@ -465,6 +470,7 @@ pub(crate) fn ppo_update<B: AutodiffBackend + KernelBackend>(
     scored: &Scored,
     adv: &[f64],
     ret: &[f64],
+    train_actor: bool,
     rng: &mut StdRng,
     device: &B::Device,
 ) -> Result<UpdateStats> {
@@ -483,7 +489,7 @@ pub(crate) fn ppo_update<B: AutodiffBackend + KernelBackend>(
                 let pairs: Vec<(&[u32], &[u32])> = micro.iter().map(|&i| (&tr[i].prompt[..], &tr[i].action[..])).collect();
                 let batch = seq_batch::<B>(&pairs, device);
                 let n: usize = batch.lens.iter().sum();
-                if n > 0 {
+                if n > 0 && train_actor {
                     let cat = |f: &dyn Fn(usize) -> Vec<f32>| micro.iter().flat_map(|&i| f(i)).collect::<Vec<f32>>();
                     let pb = PpoBatch {
                         targets: batch.targets.clone(),
@@ -510,7 +516,7 @@ pub(crate) fn ppo_update<B: AutodiffBackend + KernelBackend>(
                 let grads = GradientsParams::from_grads(vl.backward(), &*m.critic);
                 critic_acc.accumulate(&*m.critic, grads);
             }
-            if mb_tokens > 0 {
+            if mb_tokens > 0 && train_actor {
                 let mut g = actor_acc.grads();
                 agn += clip_global_norm(&*m.actor, &mut g, cfg.max_grad_norm);
                 *m.actor = m.actor_optim.step(cfg.actor_lr, m.actor.clone(), g);
@@ -565,6 +571,7 @@ mod tests {
             iterations: 1,
             batch: 2,
             episode_steps: 1,
+            critic_warmup: 0,
             ppo_epochs: 2,
             mini_batches: 1,
             micro_batch: 1,
@@ -609,7 +616,7 @@ mod tests {
             let rewards: Vec<f64> = tr.iter().map(|t| t.reward).collect();
             let (adv, ret) = single_step(&rewards, &s.values);
             let mut m = Models { actor: &mut actor, critic: &mut critic, actor_optim: &mut ao, critic_optim: &mut co };
-            let u = ppo_update(&mut m, &c, &tr, &s, &whiten(&adv), &ret, &mut rng, &dev).unwrap();
+            let u = ppo_update(&mut m, &c, &tr, &s, &whiten(&adv), &ret, true, &mut rng, &dev).unwrap();
             assert_eq!(u.updates, 2);
             assert_eq!(u.tokens, 2 * (2 * 4 + 5));
             assert!(u.value_loss.is_finite() && u.clip_frac >= 0.0);
