@@ -7,6 +7,7 @@ pub mod logits_kernels;
 
 use crate::KernelBackend;
 use crate::attention_ops::FlashParams;
+use crate::ops::{fp, ft};
 use crate::ppo::{KlEstimator, PpoTokenParams};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{
@@ -279,21 +280,40 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             tile_rows(d, 64),
             dtypes,
         );
+        // The kernel's own loop over a group's query heads gives wrong dK/dV on some shapes (measured on
+        // lavapipe: 4 query / 2 KV heads, 200 tokens, head_dim 64, dK off by 14× in relative error;
+        // one KV head per query head is right there). Until that loop is fixed, grouped K/V are
+        // repeated to one head per query head, and each group's dK/dV summed afterwards.
+        let groups = h / kh;
+        let (k_run, v_run) = if groups > 1 {
+            let rep = |t: CubeTensor<R>| {
+                into_contiguous(fp::<Self, 4>(ft::<Self, 4>(t).unsqueeze_dim::<5>(2).expand([b, kh, groups, tk, d]).reshape([b, h, tk, d])))
+            };
+            (rep(k), rep(v))
+        } else {
+            (k, v)
+        };
+        let (dk_run, dv_run) = if groups > 1 {
+            let e = || empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tk, d]), dk.dtype);
+            (e(), e())
+        } else {
+            (dk.clone(), dv.clone())
+        };
         // block_q <= ATTN_UNITS: the first block_q units load the tile's lse and delta.
         attention_kernels::flash_dkv_kernel::launch::<R>(
             &client,
-            CubeCount::Static(tk.div_ceil(ATTN_UNITS) as u32, kh as u32, b as u32),
+            CubeCount::Static(tk.div_ceil(ATTN_UNITS) as u32, if groups > 1 { h } else { kh } as u32, b as u32),
             CubeDim::new_1d(ATTN_UNITS as u32),
             address_type,
             q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            v.into_tensor_arg(),
+            k_run.into_tensor_arg(),
+            v_run.into_tensor_arg(),
             dout.into_tensor_arg(),
             lse.into_tensor_arg(),
             delta.into_tensor_arg(),
             pad.into_tensor_arg(),
-            dk.clone().into_tensor_arg(),
-            dv.clone().into_tensor_arg(),
+            dk_run.clone().into_tensor_arg(),
+            dv_run.clone().into_tensor_arg(),
             p.scale,
             p.q_offset,
             p.causal,
@@ -301,6 +321,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             tile_rows(d, ATTN_UNITS),
             dtypes,
         );
+        if groups > 1 {
+            let sum = |t: CubeTensor<R>| fp::<Self, 4>(ft::<Self, 4>(t).reshape([b, kh, groups, tk, d]).sum_dim(2).reshape([b, kh, tk, d]));
+            return (dq, sum(dk_run), sum(dv_run));
+        }
         (dq, dk, dv)
     }
 }
