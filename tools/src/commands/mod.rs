@@ -61,3 +61,18 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     }
     Ok(ids)
 }
+
+/// Copies the files of `from` into a fresh `to`.
+pub fn copy_model_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).with_context(|| format!("{}", to.display()))?;
+    }
+    std::fs::create_dir_all(to).with_context(|| format!("{}", to.display()))?;
+    for e in std::fs::read_dir(from).with_context(|| format!("{}", from.display()))? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).with_context(|| format!("{}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}

@@ -7,7 +7,7 @@ use mlagent_engine::{AutodiffTask, DeviceKind, Qwen2Config};
 use mlagent_kernels::KernelBackend;
 use mlagent_train::rl::{Mode, RlConfig, RlRun};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Train the agent with PPO on single steps sampled from expert states (ML-Agent §3.2), or with
 /// whole episodes (--mode episode, the baseline of the paper's Fig. 4).
@@ -120,21 +120,6 @@ struct Task {
     cfg: Option<RlConfig>,
 }
 
-/// Copies the files of `from` into a fresh `to`.
-pub fn copy_model_dir(from: &Path, to: &Path) -> Result<()> {
-    if to.exists() {
-        std::fs::remove_dir_all(to).with_context(|| format!("{}", to.display()))?;
-    }
-    std::fs::create_dir_all(to).with_context(|| format!("{}", to.display()))?;
-    for e in std::fs::read_dir(from).with_context(|| format!("{}", from.display()))? {
-        let e = e?;
-        if e.file_type()?.is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).with_context(|| format!("{}", e.path().display()))?;
-        }
-    }
-    Ok(())
-}
-
 impl AutodiffTask for Task {
     type Output = Result<()>;
     fn run<B: AutodiffBackend + KernelBackend>(self, device: B::Device) -> Result<()>
@@ -191,7 +176,7 @@ impl AutodiffTask for Task {
         bar.finish();
         let ckpt = args.out.join(format!("checkpoint-{}", run.iteration));
         run.save_checkpoint(&ckpt)?;
-        copy_model_dir(&ckpt.join("actor"), &args.out.join("model"))?;
+        super::copy_model_dir(&ckpt.join("actor"), &args.out.join("model"))?;
         let png = args.out.join("curves.png");
         mlagent_train::plot::metrics_panels(
             &metrics_path,

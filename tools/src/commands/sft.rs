@@ -168,15 +168,7 @@ impl AutodiffTask for Task {
         run.save_checkpoint(&args.out.join(format!("checkpoint-{}", run.step)), &config, &model_dir, &eos)?;
         // The final model as a plain HF dir.
         let final_dir = args.out.join("model");
-        let ckpt_model = args.out.join(format!("checkpoint-{}", run.step)).join("model");
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir)?;
-        }
-        std::fs::create_dir_all(&final_dir)?;
-        for e in std::fs::read_dir(&ckpt_model)? {
-            let e = e?;
-            std::fs::copy(e.path(), final_dir.join(e.file_name()))?;
-        }
+        super::copy_model_dir(&args.out.join(format!("checkpoint-{}", run.step)).join("model"), &final_dir)?;
         println!("trained {} steps; model in {}, metrics in {}", run.step, final_dir.display(), metrics_path.display());
         let curves = args.out.join("curves.png");
         let title = format!("SFT {}", args.out.display());

@@ -9,7 +9,7 @@ use super::value_loss::clipped_value_loss;
 use crate::actor::{PromptCodec, action_logits, action_logprobs, seq_batch, state_values, state_values_tensor};
 use crate::episodes::GenConfig;
 use crate::error::{Result, TrainError};
-use crate::sft::trainer::{Adam, clip_global_norm, copy_tokenizer_files, load_optimizer, save_optimizer};
+use crate::sft::trainer::{Adam, clip_global_norm, copy_tokenizer_files, load_optimizer, save_optimizer, write_checkpoint_dir};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
@@ -319,24 +319,16 @@ where
     /// Writes `dir` atomically: `actor/` (HF dir + tokenizer), `critic/` (with
     /// `value_head.safetensors`), both optimizers' state and `trainer_state.json`.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.with_extension("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        }
-        let eos = self.codec.eos.clone();
-        for (name, model) in [("actor", &self.actor), ("critic", &self.critic)] {
-            let d = tmp.join(name);
-            mlagent_engine::io::save(&model.valid(), &self.model_config, &d, StorageDType::F32, &eos)?;
-            copy_tokenizer_files(&self.cfg.reference, &d)?;
-        }
-        save_optimizer(&self.actor_optim, &self.actor, &tmp.join("actor_optimizer"))?;
-        save_optimizer(&self.critic_optim, &self.critic, &tmp.join("critic_optimizer"))?;
         let state = serde_json::json!({"iteration": self.iteration, "config": self.cfg});
-        std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(&state).expect("json")).map_err(|e| TrainError::io(&tmp, e))?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))
+        write_checkpoint_dir(dir, &state, |tmp| {
+            for (name, model) in [("actor", &self.actor), ("critic", &self.critic)] {
+                let d = tmp.join(name);
+                mlagent_engine::io::save(&model.valid(), &self.model_config, &d, StorageDType::F32, &self.codec.eos)?;
+                copy_tokenizer_files(&self.cfg.reference, &d)?;
+            }
+            save_optimizer(&self.actor_optim, &self.actor, &tmp.join("actor_optimizer"))?;
+            save_optimizer(&self.critic_optim, &self.critic, &tmp.join("critic_optimizer"))
+        })
     }
 
     /// Continues the run saved in `dir`; `iterations` (if given) replaces the planned total.

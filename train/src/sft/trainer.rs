@@ -262,22 +262,13 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
     /// Writes `dir` atomically: `model/` (HF dir, f32, with the tokenizer files of `tokenizer_dir`),
     /// `optimizer.bin` (AdamW moments keyed by parameter order), `trainer_state.json`.
     pub fn save_checkpoint(&self, dir: &Path, config: &Qwen2Config, tokenizer_dir: &Path, eos: &[u32]) -> Result<()> {
-        let tmp = dir.with_extension("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        }
-        let model_dir = tmp.join("model");
-        let valid = self.model.valid();
-        mlagent_engine::io::save(&valid, config, &model_dir, StorageDType::F32, eos)?;
-        copy_tokenizer_files(tokenizer_dir, &model_dir)?;
-        save_optimizer(&self.optim, &self.model, &tmp.join("optimizer"))?;
         let state = serde_json::json!({"step": self.step, "config": self.cfg});
-        std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(&state).expect("json"))
-            .map_err(|e| TrainError::io(&tmp, e))?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))
+        write_checkpoint_dir(dir, &state, |tmp| {
+            let model_dir = tmp.join("model");
+            mlagent_engine::io::save(&self.model.valid(), config, &model_dir, StorageDType::F32, eos)?;
+            copy_tokenizer_files(tokenizer_dir, &model_dir)?;
+            save_optimizer(&self.optim, &self.model, &tmp.join("optimizer"))
+        })
     }
 
     /// Continues the run saved in `dir` (same samples and settings).
@@ -294,6 +285,23 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
         run.step = step;
         Ok(run)
     }
+}
+
+/// Writes a checkpoint directory atomically: `fill` writes into `DIR.tmp`, then
+/// `trainer_state.json` (`state`) is added and the folder renamed over `dir`.
+pub(crate) fn write_checkpoint_dir(dir: &Path, state: &serde_json::Value, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    fill(&tmp)?;
+    std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).expect("json"))
+        .map_err(|e| TrainError::io(&tmp, e))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))
 }
 
 /// Copies tokenizer.json, tokenizer_config.json and generation_config.json (if present).
