@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 
 /// Whether key `key` is visible to query `row`.
 #[cube]
-fn visible(key: usize, row: usize, tk: usize, pad: usize, q_offset: usize, #[comptime] causal: bool) -> bool {
+pub(crate) fn visible(key: usize, row: usize, tk: usize, pad: usize, q_offset: usize, #[comptime] causal: bool) -> bool {
     let mut ok = key < tk && key >= pad;
     if causal {
         ok = ok && key <= q_offset + row;

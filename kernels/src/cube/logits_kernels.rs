@@ -206,10 +206,12 @@ pub fn softmax_grad_kernel<F: Float, N: Size>(
         terminate!();
     }
     let row = pos / vecs_per_row;
-    let g = Vector::<f32, N>::new(grad[row]);
+    // The sign goes on the scalar: CubeCL's CUDA target has no unary minus on vectors
+    // (`-float_4` fails NVRTC), so a negated vector would not compile there.
+    let g = Vector::<f32, N>::new(-grad[row]);
     let l = Vector::<f32, N>::new(lse[row]);
     let x = Vector::<f32, N>::cast_from(logits[pos]);
-    out[pos] = Vector::<F, N>::cast_from(-(g * Vector::exp(x - l)));
+    out[pos] = Vector::<F, N>::cast_from(g * Vector::exp(x - l));
 }
 
 /// Backward, one unit per row: `out[row, t] = g·(1 − softmax_t)`, computed in f32 rather than

@@ -2,6 +2,7 @@
 //! runtime (CUDA, WGPU). Kernels read the tensors' run-time dtype, not the backend's static `F`,
 //! so a tensor `.cast()` to f16 or bf16 runs the same kernels.
 
+pub mod attention_cmma;
 pub mod attention_kernels;
 pub mod logits_kernels;
 
@@ -42,6 +43,34 @@ fn tile_rows(head_dim: usize, cap: usize) -> usize {
 
 /// Units per attention cube (rows owned by one cube).
 const ATTN_UNITS: usize = 32;
+
+/// Whether the tensor-core forward ([`attention_cmma`]) serves these inputs: f16/bf16, a head dim
+/// that is a multiple of 16 (at most 256), a runtime with 16×16×16 `cmma` for that dtype into f32,
+/// 32-wide planes, and enough shared memory. `MLAGENT_ATTENTION=portable` forces the portable kernel
+/// (for comparisons).
+fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
+    use cubecl::features::MmaConfig;
+    use cubecl::ir::{ElemType, FloatKind, StorageType};
+    if std::env::var("MLAGENT_ATTENTION").is_ok_and(|v| v == "portable") {
+        return false;
+    }
+    let elem: StorageType = match q.dtype {
+        DType::F16 => ElemType::Float(FloatKind::F16).into(),
+        DType::BF16 => ElemType::Float(FloatKind::BF16).into(),
+        _ => return false,
+    };
+    if d % 16 != 0 || d > 256 {
+        return false;
+    }
+    let props = q.client.properties();
+    let hw = &props.hardware;
+    let f32_ty: StorageType = ElemType::Float(FloatKind::F32).into();
+    let mma = MmaConfig { a_type: elem, b_type: elem, cd_type: f32_ty, m: 16, n: 16, k: 16 };
+    props.features.matmul.cmma.contains(&mma)
+        && hw.plane_size_min == attention_cmma::PLANE as u32
+        && hw.plane_size_max == attention_cmma::PLANE as u32
+        && attention_cmma::shared_bytes(d, q.dtype.size()) <= hw.max_shared_memory_size
+}
 
 fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
@@ -203,6 +232,26 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let client = q.client.clone();
         let address_type = addr(&[&q, &k, &v, &out]);
         let dtypes = [q.dtype.into(), pad.dtype.into()];
+        if cmma_attention_ok(&q, d) {
+            attention_cmma::flash_fwd_cmma_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(tq.div_ceil(attention_cmma::BLOCK_Q) as u32, h as u32, b as u32),
+                CubeDim::new_2d(attention_cmma::PLANE as u32, attention_cmma::PLANES as u32),
+                address_type,
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                pad.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                p.scale,
+                p.q_offset,
+                p.causal,
+                d,
+                dtypes,
+            );
+            return (out, lse);
+        }
         attention_kernels::flash_fwd_kernel::launch::<R>(
             &client,
             CubeCount::Static(tq.div_ceil(ATTN_UNITS) as u32, h as u32, b as u32),

@@ -2,7 +2,8 @@
 //! (flash attention forward/backward and the PPO loss from logits) on a chosen device.
 
 use anyhow::{Result, bail};
-use burn::backend::{Autodiff, Cuda, Flex, NdArray, Wgpu};
+use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
+use mlagent_engine::device::CudaBackend;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -162,6 +163,10 @@ struct BenchArgs {
     /// Output: a table, or a table and one JSON line.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Time only our kernel, not the baseline (burn's attention / the plain-ops reference), e.g.
+    /// when the baseline's own autotuning takes longer than the device time at hand.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 /// Work generic over an autodiff backend with the fused ops (the inner backend has them too).
@@ -178,7 +183,7 @@ fn on_device<T: KernelTask>(device: DeviceKind, task: T) -> T::Output {
         DeviceKind::Cpu => task.run::<Autodiff<Flex>>(Default::default()),
         DeviceKind::CpuNdarray => task.run::<Autodiff<NdArray<f32>>>(Default::default()),
         DeviceKind::Wgpu => task.run::<Autodiff<Wgpu>>(mlagent_engine::device::wgpu_device()),
-        DeviceKind::Cuda(n) => task.run::<Autodiff<Cuda>>(burn::backend::cuda::CudaDevice::new(n)),
+        DeviceKind::Cuda(n) => task.run::<Autodiff<CudaBackend>>(burn::backend::cuda::CudaDevice::new(n)),
     }
 }
 
@@ -317,11 +322,17 @@ impl BenchTask {
             let (q, k, v, kr, vr) = (ad(&q), ad(&k), ad(&v), ad(&kr), ad(&vr));
             let mask = AttentionMask::<B>::new(a.causal, 0, None, s, s, dev);
             let fused = time_ms::<B, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask).sum().backward())?;
+            if a.no_baseline {
+                return Ok((vec![Row { name: "mlagent flash attention", ms: fused, rate: tf(fused) }], "TFLOP/s"));
+            }
             let base = time_ms::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward())?;
             (fused, base)
         } else {
             let mask = AttentionMask::<B::InnerBackend>::new(a.causal, 0, None, s, s, dev);
             let fused = time_ms::<B::InnerBackend, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask))?;
+            if a.no_baseline {
+                return Ok((vec![Row { name: "mlagent flash attention", ms: fused, rate: tf(fused) }], "TFLOP/s"));
+            }
             let base = time_ms::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts))?;
             (fused, base)
         };
@@ -358,10 +369,16 @@ impl BenchTask {
         let (fused, base) = if a.bwd {
             let x = x.require_grad();
             let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0.backward())?;
+            if a.no_baseline {
+                return Ok((vec![Row { name: "mlagent fused PPO loss", ms: fused, rate: gbs(fused) }], "GB/s"));
+            }
             let base = time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0.backward())?;
             (fused, base)
         } else {
             let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0)?;
+            if a.no_baseline {
+                return Ok((vec![Row { name: "mlagent fused PPO loss", ms: fused, rate: gbs(fused) }], "GB/s"));
+            }
             let base = time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0)?;
             (fused, base)
         };
@@ -413,8 +430,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         let rate = if row.rate < 0.1 { format!("{:.3e}", row.rate) } else { format!("{:.3}", row.rate) };
         println!("| {:<24} | {:>10.3} | {:>10} |", row.name, row.ms, rate);
     }
-    let speedup = rows[1].ms / rows[0].ms;
-    println!("speedup of {} over {}: {speedup:.2}x", rows[0].name, rows[1].name);
+    let speedup = rows.get(1).map(|base| base.ms / rows[0].ms);
+    if let Some(x) = speedup {
+        println!("speedup of {} over {}: {x:.2}x", rows[0].name, rows[1].name);
+    }
     if format == Format::Json {
         let r: Vec<_> = rows.iter().map(|r| serde_json::json!({"impl": r.name, "ms": r.ms, unit: r.rate})).collect();
         println!(
