@@ -120,6 +120,17 @@ fn init_model_is_deterministic_and_usable() {
     let (x, y) = (generate("1"), generate("1"));
     assert_eq!(x, y);
     assert!(!x["token_ids"].as_array().unwrap().is_empty());
+    // The model as the idea embedder of `collect` (mean-pooled hidden states): farthest-point selection
+    // spreads the chosen ideas further apart than random ones in that space.
+    let out = tmp.path().join("data");
+    ok(&[
+        "collect", "--tasks", "spaceship-titanic", "--trajectories-per-task", "1", "--max-steps", "2", "--workers", "1",
+        "--embedding-model-dir", a.to_str().unwrap(), "--out", out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let task = &report["tasks"][0];
+    let (sel, rnd) = (task["selected_distance"].as_f64().unwrap(), task["random_distance"].as_f64().unwrap());
+    assert!(sel > rnd && rnd > 0.0, "selected {sel}, random {rnd}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod corpus;
+pub mod embed;
 pub mod episodes;
 pub mod eval;
 pub mod error;

@@ -55,8 +55,12 @@ pub struct Args {
     #[arg(long)]
     llm_ideas: bool,
     /// Embed ideas with this model at --url's /embeddings instead of the offline TF-IDF.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "embedding_model_dir")]
     embedding_model: Option<String>,
+    /// Embed ideas with a local HF model directory instead: the mean of its final-norm hidden states over
+    /// each idea's tokens (on the CPU), e.g. the model you will fine-tune.
+    #[arg(long)]
+    embedding_model_dir: Option<PathBuf>,
     /// Seed of idea sampling and the scripted expert.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -135,9 +139,12 @@ pub fn run(args: Args) -> Result<()> {
         Some(h) => IdeaSource::Llm(h as &dyn Helper),
         None => IdeaSource::Offline,
     };
-    let embedder: Box<dyn Embedder> = match &args.embedding_model {
-        Some(m) => Box::new(OpenAiEmbedder::new(&need_url("--embedding-model")?, m, args.key_env.as_deref()).context("--url")?),
-        None => Box::new(TfIdf::default()),
+    let embedder: Box<dyn Embedder> = match (&args.embedding_model, &args.embedding_model_dir) {
+        (Some(m), _) => Box::new(OpenAiEmbedder::new(&need_url("--embedding-model")?, m, args.key_env.as_deref()).context("--url")?),
+        (None, Some(dir)) => Box::new(
+            mlagent_train::embed::ModelEmbedder::load(dir, 256).with_context(|| format!("--embedding-model-dir {}", dir.display()))?,
+        ),
+        (None, None) => Box::new(TfIdf::default()),
     };
 
     let bar = ProgressBar::new(0);
