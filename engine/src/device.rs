@@ -135,4 +135,4 @@ impl DeviceKind {
 /// check --device cuda` matched the f64 reference in the forward pass (attention 1e-7 in f32, PPO
 /// loss 2e-7) but not in the gradients (attention dq/dk/dv relative error 13–16 in f32, PPO dlogits
 /// 553), while the same checks pass on CPU and on WGPU; the cause is not found yet.
-pub const CUDA_GRADIENTS_UNVERIFIED: &str = "training on CUDA: gradients there did not match the reference in `mlagent kernels check --device cuda` on an H200 (forward passes did); treat CUDA training results as unverified (see BENCHMARKS.md)";
+pub const CUDA_GRADIENTS_UNVERIFIED: &str = "training on CUDA: the backward kernels did not match the reference in `mlagent kernels check --device cuda` on an H200 (forward passes did; attention now uses the reference backward, the fused PPO backward is unverified there); treat CUDA training results as unverified (see BENCHMARKS.md)";

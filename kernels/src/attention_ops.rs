@@ -10,6 +10,7 @@
 //! gradients, where [`crate::attention::attention_reference`] returns the mean of V: only padding
 //! rows differ, and nothing reads them.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use crate::KernelBackend;
 use crate::attention::AttentionMask;
 use crate::ops::{fp, ft};
@@ -86,6 +87,31 @@ pub fn flash_fwd_reference<B: Backend>(
     let none_visible = vis.int().sum_dim(3).equal_elem(0);
     let lse = lse.mask_fill(none_visible, f32::MAX).reshape([b, h, tq]).cast(FloatDType::F32);
     (fp(out.cast(dtype)), fp(lse))
+}
+
+/// 0: not set (read `MLAGENT_ATTENTION_BWD`), 1: kernels, 2: closed-form reference.
+static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
+
+/// Whether CubeCL backends run the flash-attention backward *kernels* (`true`) or the closed-form
+/// [`flash_bwd_reference`] from plain burn ops (`false`, the default).
+///
+/// The default is the reference because the portable backward kernels gave wrong gradients in
+/// measured cases: on lavapipe from 336 tokens at head dim 64 (1 head, batch 1: dq relative error
+/// 51, dk 89, dv 0.99; 320 tokens and head dim 32 at 700 tokens are right), and on an H200 at every
+/// shape tried. The reference materialises `[Tq, Tk]` probabilities, like the CPU path. Set
+/// `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`], to run the kernels
+/// (`mlagent kernels check/bench` do, since they measure the kernels).
+pub fn backward_kernel() -> bool {
+    match BACKWARD_KERNEL.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => std::env::var("MLAGENT_ATTENTION_BWD").is_ok_and(|v| v == "kernel"),
+    }
+}
+
+/// Chooses the backward for this process; see [`backward_kernel`].
+pub fn set_backward_kernel(kernels: bool) {
+    BACKWARD_KERNEL.store(if kernels { 1 } else { 2 }, Ordering::Relaxed);
 }
 
 /// Reference backward (FA2 Algorithm 2 with whole matrices): `(dq, dk, dv)` in the inputs' dtypes.

@@ -31,7 +31,9 @@ enum What {
     /// Attention: output and dQ/dK/dV for the loss Σ out∘W (random W), with left padding on odd
     /// batch rows. PPO: loss and dlogits with dual clip c = 3 and a k3 KL penalty (β = 0.1), on
     /// targets anywhere in the vocabulary, masks with zeros, advantages of both signs and ratios
-    /// on both sides of the clip range. Each error is ‖ours − ref‖ / ‖ref‖.
+    /// on both sides of the clip range. Each error is ‖ours − ref‖ / ‖ref‖. The attention backward
+    /// checked is the kernels' (training uses the closed-form reference by default; see
+    /// MLAGENT_ATTENTION_BWD in the README).
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
@@ -40,7 +42,8 @@ enum What {
     ///
     /// Median of --repeats timed runs after --warmup runs, the device synchronised around each.
     /// Attention reports TFLOP/s (4·B·H·S²·D, halved when causal; backward counted as 2.5× the
-    /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd).
+    /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd). --bwd times the
+    /// backward kernels.
     ///
     /// Example: mlagent kernels bench --device cuda --dtype bf16 --op attention --seq-len 4096 --causal --bwd
     Bench(BenchArgs),
@@ -240,6 +243,8 @@ impl KernelTask for CheckTask {
 }
 
 fn check(a: CheckArgs) -> Result<()> {
+    // This command measures the kernels: run the backward kernels, not the default closed-form reference.
+    mlagent_kernels::attention_ops::set_backward_kernel(true);
     check_heads(a.heads, a.kv_heads, a.head_dim)?;
     if a.batch == 0 || a.seq_len == 0 || a.vocab == 0 || a.tokens == 0 {
         bail!("--batch, --seq-len, --vocab and --tokens must be positive");
@@ -402,6 +407,7 @@ impl KernelTask for BenchTask {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
+    mlagent_kernels::attention_ops::set_backward_kernel(true);
     if a.repeats == 0 {
         bail!("--repeats must be at least 1 (10 or more for a reportable median)");
     }
