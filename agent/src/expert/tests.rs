@@ -93,3 +93,34 @@ fn failures_get_one_fallback_then_are_undone() {
     assert_eq!(action(&fin), "Final Answer");
     assert!(fin.contains("Baseline 50000.000000") && fin.contains("failed (undone)"), "{fin}");
 }
+
+/// The LLM expert against a local OpenAI-compatible server: the request carries the ideas in a system message and
+/// the state, exactly as rendered, as the user message; the reply's content is the response, and it steps the
+/// episode like any policy's.
+#[test]
+fn llm_expert_speaks_openai_chat_and_its_answer_steps_the_episode() {
+    let task = crate::suite::resolve("spaceship-titanic", crate::suite::DEFAULT_SEED).unwrap();
+    let pool = ideas::pool(&task.name).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = EpisodeConfig { max_steps: Some(5), namespaces: false, ..Default::default() };
+    let mut ep = Episode::reset(task, dir.path(), config).unwrap();
+    let answer = "Thought: look around first.\nAction: List Files\nAction Input: {\n    \"dir_path\": \".\"\n}";
+    let reply = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": answer}}]}).to_string();
+    let (port, server) = crate::http::serve_once(reply);
+    let expert = LlmExpert::new(&format!("http://127.0.0.1:{port}/v1"), "test-model", None, 0.3).unwrap();
+    let prompt = Prompt { episode: "e".into(), state: ep.state(), ideas: vec![pool[5].clone()] };
+    let got = expert.respond(std::slice::from_ref(&prompt)).unwrap().remove(0);
+    assert_eq!(got, answer);
+    let request = server.join().unwrap();
+    assert!(request.starts_with("POST /v1/chat/completions"), "{request}");
+    let body: serde_json::Value = serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["model"], "test-model");
+    let msgs = body["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["role"], "system");
+    assert!(msgs[0]["content"].as_str().unwrap().contains(&pool[5].text));
+    assert_eq!(msgs[1]["role"], "user");
+    assert_eq!(msgs[1]["content"].as_str().unwrap(), prompt.text());
+    let outcome = ep.step(&got).unwrap();
+    assert!(outcome.valid && outcome.action.as_deref() == Some("List Files"), "{outcome:?}");
+}
