@@ -118,3 +118,41 @@ fn a_covering_subset_of_every_pool_runs_and_is_graded() {
 fn every_idea_runs_and_is_graded() {
     check_ideas(|_, ideas| ideas.to_vec());
 }
+
+/// A scripted stand-in for the LLM: each round answers with the next canned reply and records the prompt.
+struct Canned {
+    replies: Vec<&'static str>,
+    prompts: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::helper::Helper for Canned {
+    fn complete(&self, prompt: &str) -> Result<String, crate::helper::HelperError> {
+        let mut p = self.prompts.lock().unwrap();
+        p.push(prompt.to_string());
+        Ok(self.replies[(p.len() - 1).min(self.replies.len() - 1)].to_string())
+    }
+}
+
+/// LLM idea pools: list markers stripped, near-duplicates (case, punctuation) and too-short lines dropped, asked
+/// again with the ideas so far until `n` are in hand, ids numbered in order.
+#[test]
+fn llm_pool_deduplicates_and_asks_again_for_more() {
+    let h = Canned {
+        replies: vec![
+            "1. Use gradient boosting with 300 trees\n2) use gradient-boosting with 300 trees!\n- short\n* Add target encoding of the cabin deck",
+            "Add target encoding of the cabin deck\nStandardise numeric features before kNN\nBag five logistic regressions",
+        ],
+        prompts: Default::default(),
+    };
+    let ideas = llm_pool(&h, "spaceship-titanic", "Predict who was transported.", 4).unwrap();
+    let texts: Vec<&str> = ideas.iter().map(|i| i.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["Use gradient boosting with 300 trees", "Add target encoding of the cabin deck", "Standardise numeric features before kNN", "Bag five logistic regressions"]
+    );
+    assert_eq!(ideas[3].id, "spaceship-titanic#003");
+    assert!(ideas.iter().all(|i| i.plan.is_none() && i.family == Family::Proposed));
+    let prompts = h.prompts.lock().unwrap();
+    assert_eq!(prompts.len(), 2);
+    assert!(prompts[1].contains("Add target encoding of the cabin deck"), "the second round lists the ideas so far");
+}
