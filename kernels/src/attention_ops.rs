@@ -105,7 +105,12 @@ pub fn backward_kernel() -> bool {
     match BACKWARD_KERNEL.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
-        _ => std::env::var("MLAGENT_ATTENTION_BWD").is_ok_and(|v| v == "kernel"),
+        _ => {
+            // First call: the environment decides, once (this runs on every attention backward).
+            let kernels = std::env::var("MLAGENT_ATTENTION_BWD").is_ok_and(|v| v == "kernel");
+            let _ = BACKWARD_KERNEL.compare_exchange(0, if kernels { 1 } else { 2 }, Ordering::Relaxed, Ordering::Relaxed);
+            BACKWARD_KERNEL.load(Ordering::Relaxed) == 1
+        }
     }
 }
 

@@ -45,10 +45,9 @@ impl<B: KernelBackend> ModelEmbedder<B> {
     }
 
     /// Token ids of each text: at most `max_tokens`, and the pad token for an empty text (so every
-    /// row has a position to pool).
+    /// row has a position to pool); all within the model's vocabulary.
     fn ids(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
-        let vocab = self.model.vocab_size();
-        texts
+        let rows = texts
             .iter()
             .enumerate()
             .map(|(i, t)| {
@@ -57,12 +56,11 @@ impl<B: KernelBackend> ModelEmbedder<B> {
                 if ids.is_empty() {
                     ids.push(self.pad_id);
                 }
-                match ids.iter().find(|&&id| id as usize >= vocab) {
-                    Some(id) => Err(EmbedError::Model(format!("text {i}: token id {id} is outside the model's vocabulary of {vocab}"))),
-                    None => Ok(ids),
-                }
+                Ok(ids)
             })
-            .collect()
+            .collect::<Result<Vec<_>, EmbedError>>()?;
+        mlagent_engine::generate::check_ids(&rows, self.model.vocab_size()).map_err(|e| EmbedError::Model(e.to_string()))?;
+        Ok(rows)
     }
 }
 
@@ -91,8 +89,7 @@ where
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(BATCH) {
             let input = left_padded_input::<B>(chunk, self.pad_id, &self.device);
-            let t = chunk.iter().map(Vec::len).max().unwrap_or(0);
-            let pads: Vec<usize> = chunk.iter().map(|r| t - r.len()).collect();
+            let pads = input.pad_lens.clone().unwrap_or_else(|| vec![0; chunk.len()]);
             let pooled = mean_pool(self.model.forward_hidden(&input, None), &pads); // [b, E]
             let e = pooled.dims()[1];
             let v = pooled.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| EmbedError::Model(format!("{e:?}")))?;

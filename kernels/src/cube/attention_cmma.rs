@@ -15,7 +15,7 @@
 //! `cmma`): same masking (`visible`), same `lse = m + ln l`, and `lse = f32::MAX` with a zero output
 //! for rows that see no key.
 
-use super::attention_kernels::visible;
+use super::attention_kernels::{key_range, visible};
 use cubecl::prelude::*;
 
 /// Query rows per plane (the `cmma` M dimension).
@@ -106,18 +106,7 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
         idx += units;
     }
 
-    // Key tiles this query tile needs (cube-uniform, so the syncs inside the loop are safe).
-    let start = (pad_b / BLOCK_K) * BLOCK_K;
-    let mut end = tk;
-    if causal {
-        let mut rows_end = first_row + BLOCK_Q;
-        if rows_end > tq {
-            rows_end = tq;
-        }
-        if q_offset + rows_end < tk {
-            end = q_offset + rows_end;
-        }
-    }
+    let (start, end) = key_range(first_row, BLOCK_Q, tq, tk, pad_b, q_offset, BLOCK_K, causal);
 
     // Row state, kept by units 0..16 of each plane for row `plane * 16 + lane`.
     let r_loc = plane * ROWS_PER_PLANE + lane;

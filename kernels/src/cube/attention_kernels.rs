@@ -58,14 +58,25 @@ fn dot_shared(a: &Array<f32>, sh: &SharedMemory<f32>, off: usize, #[comptime] he
     s
 }
 
-/// Range of key tiles a query tile needs: from the tile holding the first unpadded key to the last
-/// key the tile's last query may see (cube-uniform, so `sync_cube` inside the loop is safe).
+/// Range of key tiles a query tile of `rows` rows starting at `first_row` needs: from the tile
+/// holding the first unpadded key to the last key the tile's last query may see (cube-uniform, so
+/// `sync_cube` inside the loop is safe).
 #[cube]
-fn key_range(first_row: usize, tq: usize, tk: usize, pad: usize, q_offset: usize, #[comptime] block_k: usize, #[comptime] causal: bool) -> (usize, usize) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn key_range(
+    first_row: usize,
+    rows: usize,
+    tq: usize,
+    tk: usize,
+    pad: usize,
+    q_offset: usize,
+    #[comptime] block_k: usize,
+    #[comptime] causal: bool,
+) -> (usize, usize) {
     let start = (pad / block_k) * block_k;
     let mut end = tk;
     if causal {
-        let mut rows_end = first_row + CUBE_DIM_X as usize;
+        let mut rows_end = first_row + rows;
         if rows_end > tq {
             rows_end = tq;
         }
@@ -122,7 +133,7 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
     let lowest = f32::min_value();
     let mut m = lowest;
     let mut l = f32::new(0.0);
-    let (start, end) = key_range(first_row, tq, tk, pad_b, q_offset, block_k, causal);
+    let (start, end) = key_range(first_row, CUBE_DIM_X as usize, tq, tk, pad_b, q_offset, block_k, causal);
     let mut kt = start;
     while kt < end {
         load_tile::<F>(k, kb, kt, tk, &mut ks, block_k, head_dim);
@@ -254,7 +265,7 @@ pub fn flash_dq_kernel<F: Float, I: Numeric>(
     let mut vs = SharedMemory::<f32>::new(block_k * head_dim);
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
-    let (start, end) = key_range(first_row, tq, tk, pad_b, q_offset, block_k, causal);
+    let (start, end) = key_range(first_row, CUBE_DIM_X as usize, tq, tk, pad_b, q_offset, block_k, causal);
     let mut kt = start;
     while kt < end {
         load_tile::<F>(k, kb, kt, tk, &mut ks, block_k, head_dim);

@@ -51,7 +51,9 @@ const ATTN_UNITS: usize = 32;
 fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     use cubecl::features::MmaConfig;
     use cubecl::ir::{ElemType, FloatKind, StorageType};
-    if std::env::var("MLAGENT_ATTENTION").is_ok_and(|v| v == "portable") {
+    // Read once per process: this runs on every attention forward.
+    static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *PORTABLE.get_or_init(|| std::env::var("MLAGENT_ATTENTION").is_ok_and(|v| v == "portable")) {
         return false;
     }
     let elem: StorageType = match q.dtype {

@@ -296,6 +296,20 @@ struct Row {
     rate: f64,
 }
 
+/// Times the baseline unless `skip` (`--no-baseline`).
+fn baseline(skip: bool, time: impl FnOnce() -> Result<f64>) -> Result<Option<f64>> {
+    if skip { Ok(None) } else { time().map(Some) }
+}
+
+/// Our row, then the baseline's when it was timed.
+fn rows(ours: (&'static str, f64), base: (&'static str, Option<f64>), rate: impl Fn(f64) -> f64) -> Vec<Row> {
+    let mut rows = vec![Row { name: ours.0, ms: ours.1, rate: rate(ours.1) }];
+    if let (name, Some(ms)) = base {
+        rows.push(Row { name, ms, rate: rate(ms) });
+    }
+    rows
+}
+
 struct BenchTask(BenchArgs);
 
 impl BenchTask {
@@ -327,24 +341,15 @@ impl BenchTask {
             let (q, k, v, kr, vr) = (ad(&q), ad(&k), ad(&v), ad(&kr), ad(&vr));
             let mask = AttentionMask::<B>::new(a.causal, 0, None, s, s, dev);
             let fused = time_ms::<B, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask).sum().backward())?;
-            if a.no_baseline {
-                return Ok((vec![Row { name: "mlagent flash attention", ms: fused, rate: tf(fused) }], "TFLOP/s"));
-            }
-            let base = time_ms::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward())?;
+            let base = baseline(a.no_baseline, || time_ms::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward()))?;
             (fused, base)
         } else {
             let mask = AttentionMask::<B::InnerBackend>::new(a.causal, 0, None, s, s, dev);
             let fused = time_ms::<B::InnerBackend, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask))?;
-            if a.no_baseline {
-                return Ok((vec![Row { name: "mlagent flash attention", ms: fused, rate: tf(fused) }], "TFLOP/s"));
-            }
-            let base = time_ms::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts))?;
+            let base = baseline(a.no_baseline, || time_ms::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts)))?;
             (fused, base)
         };
-        Ok((
-            vec![Row { name: "mlagent flash attention", ms: fused, rate: tf(fused) }, Row { name: "burn attention", ms: base, rate: tf(base) }],
-            "TFLOP/s",
-        ))
+        Ok((rows(("mlagent flash attention", fused), ("burn attention", base), tf), "TFLOP/s"))
     }
 
     fn ppo<B>(&self, dev: &B::Device) -> Result<(Vec<Row>, &'static str)>
@@ -374,20 +379,14 @@ impl BenchTask {
         let (fused, base) = if a.bwd {
             let x = x.require_grad();
             let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0.backward())?;
-            if a.no_baseline {
-                return Ok((vec![Row { name: "mlagent fused PPO loss", ms: fused, rate: gbs(fused) }], "GB/s"));
-            }
-            let base = time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0.backward())?;
+            let base = baseline(a.no_baseline, || time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0.backward()))?;
             (fused, base)
         } else {
             let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0)?;
-            if a.no_baseline {
-                return Ok((vec![Row { name: "mlagent fused PPO loss", ms: fused, rate: gbs(fused) }], "GB/s"));
-            }
-            let base = time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0)?;
+            let base = baseline(a.no_baseline, || time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0))?;
             (fused, base)
         };
-        Ok((vec![Row { name: "mlagent fused PPO loss", ms: fused, rate: gbs(fused) }, Row { name: "plain-ops reference", ms: base, rate: gbs(base) }], "GB/s"))
+        Ok((rows(("mlagent fused PPO loss", fused), ("plain-ops reference", base), gbs), "GB/s"))
     }
 }
 
