@@ -12,12 +12,25 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 use mlagent_kernels::{AttentionMask, KernelBackend, attention};
 
-/// Rotary position tables `cos`, `sin`: `[P, D]` with each frequency repeated in both halves
+/// Rotary position tables `cos`, `sin_rot`: `[P, D]` with each frequency repeated in both halves
 /// (HF `rotate_half` layout: `emb = cat(freqs, freqs)`, RoFormer arXiv 2104.09864 eq. 34).
+/// `sin_rot` carries `rotate_half`'s sign: its first half is `−sin` (see [`apply_rope`]).
 #[derive(Module, Debug)]
 pub struct Rope<B: Backend> {
     cos: Tensor<B, 2>,
-    sin: Tensor<B, 2>,
+    sin_rot: Tensor<B, 2>,
+}
+
+/// One forward's rotary tables, materialised in the projections' own layout `[B, T, heads, D]` for
+/// the query heads and for the key heads, so that the rotation multiplies contiguous tensors of equal
+/// shape (the CPU backends' vectorised path; a broadcast over heads of a transposed tensor walked
+/// element by element and took about half of a tiny-model prefill). Built once, used by every layer.
+#[derive(Debug, Clone)]
+pub struct RopeTables<B: Backend> {
+    /// `(cos, sin_rot)` for the query heads, `[B, T, H, D]`.
+    pub q: (Tensor<B, 4>, Tensor<B, 4>),
+    /// `(cos, sin_rot)` for the key heads, `[B, T, K, D]`.
+    pub k: (Tensor<B, 4>, Tensor<B, 4>),
 }
 
 impl<B: Backend> Rope<B> {
@@ -27,20 +40,20 @@ impl<B: Backend> Rope<B> {
         // HF computes inv_freq in f32, then position · inv_freq in f32: reproduce that rounding.
         let inv: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
         let mut cos = Vec::with_capacity(max_positions * head_dim);
-        let mut sin = Vec::with_capacity(max_positions * head_dim);
+        let mut sin_rot = Vec::with_capacity(max_positions * head_dim);
         for p in 0..max_positions {
-            for _half in 0..2 {
+            for sign in [-1.0, 1.0] {
                 for f in &inv {
                     let angle = (p as f32 * f) as f64;
                     cos.push(angle.cos() as f32);
-                    sin.push(angle.sin() as f32);
+                    sin_rot.push(sign * angle.sin() as f32);
                 }
             }
         }
         let shape = [max_positions, head_dim];
         Self {
             cos: crate::weights::to_device(cos, shape, dtype, device),
-            sin: crate::weights::to_device(sin, shape, dtype, device),
+            sin_rot: crate::weights::to_device(sin_rot, shape, dtype, device),
         }
     }
 
@@ -49,27 +62,29 @@ impl<B: Backend> Rope<B> {
         self.cos.dims()[0]
     }
 
-    /// `cos`, `sin` for the given positions, shaped `[B, 1, T, D]` to broadcast over heads.
-    pub fn tables(&self, positions: &Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// The tables for `positions` `[B, T]`, for `heads` query and `kv_heads` key heads.
+    pub fn tables(&self, positions: &Tensor<B, 2, Int>, heads: usize, kv_heads: usize) -> RopeTables<B> {
         let [b, t] = positions.dims();
         let d = self.cos.dims()[1];
         let flat = positions.clone().reshape([b * t]);
-        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, t, d]);
-        let sin = self.sin.clone().select(0, flat).reshape([b, 1, t, d]);
-        (cos, sin)
+        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, t, 1, d]);
+        let sin = self.sin_rot.clone().select(0, flat).reshape([b, t, 1, d]);
+        let per = |n: usize| (cos.clone().repeat_dim(2, n), sin.clone().repeat_dim(2, n));
+        RopeTables { q: per(heads), k: per(kv_heads) }
     }
 }
 
-/// `x·cos + rotate_half(x)·sin`, with `rotate_half([x1, x2]) = [−x2, x1]` over the last axis.
+/// `x·cos + rotate_half(x)·sin` (RoFormer eq. 34 in HF's layout), with `rotate_half([x1, x2]) =
+/// [−x2, x1]` over the last axis, computed as `x·cos + [x2, x1]·sin_rot` where `sin_rot = [−sin,
+/// sin]` holds the sign (exactly the same products).
 ///
 /// # Shapes
-/// `x`: `[B, heads, T, D]`; `cos`, `sin`: `[B, 1, T, D]`.
-pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, h, t, d] = x.dims();
+/// `x`, `cos`, `sin_rot`: `[B, T, heads, D]`.
+pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin_rot: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let d = x.dims()[3];
     let x1 = x.clone().narrow(3, 0, d / 2);
     let x2 = x.clone().narrow(3, d / 2, d / 2);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone().expand([b, h, t, d]) + rotated * sin.clone().expand([b, h, t, d])
+    x * cos.clone() + Tensor::cat(vec![x2, x1], 3) * sin_rot.clone()
 }
 
 /// RMSNorm (Zhang & Sennrich 2019): `w · x / sqrt(mean(x²) + ε)`, computed in f32 and cast back
@@ -159,23 +174,23 @@ pub struct SelfAttention<B: Backend> {
 
 impl<B: KernelBackend> SelfAttention<B> {
     /// # Shapes
-    /// `x`: `[B, T, E]`; `cos`, `sin`: `[B, 1, T, D]`; returns `[B, T, E]`. With a cache, the
+    /// `x`: `[B, T, E]`; `rope`: this forward's tables; returns `[B, T, E]`. With a cache, the
     /// new keys/values are appended to it and attention runs over all `S` cached keys.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 4>,
-        sin: &Tensor<B, 4>,
+        rope: &RopeTables<B>,
         mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, k, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, t, h, d]).swap_dims(1, 2); // [B, H, T, D]
-        let key = self.k_proj.forward(x.clone()).reshape([b, t, k, d]).swap_dims(1, 2); // [B, K, T, D]
+        // RoPE in the projections' layout [B, T, heads, D], then heads first.
+        let q = self.q_proj.forward(x.clone()).reshape([b, t, h, d]);
+        let q = apply_rope(q, &rope.q.0, &rope.q.1).swap_dims(1, 2); // [B, H, T, D]
+        let key = self.k_proj.forward(x.clone()).reshape([b, t, k, d]);
+        let key = apply_rope(key, &rope.k.0, &rope.k.1).swap_dims(1, 2); // [B, K, T, D]
         let val = self.v_proj.forward(x).reshape([b, t, k, d]).swap_dims(1, 2); // [B, K, T, D]
-        let q = apply_rope(q, cos, sin);
-        let key = apply_rope(key, cos, sin);
         let (key, val) = match cache {
             Some((cache, layer)) => cache.append(layer, key, val), // [B, K, S, D]
             None => (key, val),
@@ -204,12 +219,11 @@ impl<B: KernelBackend> DecoderLayer<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 4>,
-        sin: &Tensor<B, 4>,
+        rope: &RopeTables<B>,
         mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -271,11 +285,12 @@ impl<B: KernelBackend> Qwen2<B> {
         let device = input.input_ids.device();
         let e = self.model.embed_tokens.weight.dims()[1];
         let x = self.model.embed_tokens.weight.val().select(0, input.input_ids.clone().reshape([b * t])).reshape([b, t, e]);
-        let (cos, sin) = self.rope.tables(&input.positions);
+        let (h, k) = self.model.layers.first().map_or((1, 1), |l| (l.self_attn.num_heads, l.self_attn.num_kv_heads));
+        let rope = self.rope.tables(&input.positions, h, k);
         let mask = AttentionMask::new(true, past, input.pad_lens.clone(), t, past + t, &device);
         let mut x = x;
         for (i, layer) in self.model.layers.iter().enumerate() {
-            x = layer.forward(x, &cos, &sin, &mask, cache.as_deref_mut().map(|c| (c, i)));
+            x = layer.forward(x, &rope, &mask, cache.as_deref_mut().map(|c| (c, i)));
         }
         if let Some(c) = cache {
             c.advance(t);

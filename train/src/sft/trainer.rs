@@ -6,7 +6,7 @@
 //! only needs the model, the optimizer state and the step index to continue the same run.
 
 use super::data::Sample;
-use super::loss::masked_nll_sum;
+use super::loss::label_nll_sum;
 use super::schedule::cosine_with_warmup;
 use crate::error::{Result, TrainError};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
@@ -88,17 +88,26 @@ pub fn plan(samples: &[Sample], cfg: &SftConfig) -> Vec<Vec<Vec<usize>>> {
     steps
 }
 
-/// Right-padded tensors for one micro-batch: inputs `[B, T−1]`, targets `[B, T−1]`, mask `[B, T−1]`.
-fn micro_batch<B: AutodiffBackend>(samples: &[Sample], rows: &[usize], device: &B::Device) -> (ForwardInput<B>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+/// One micro-batch: right-padded inputs `[B, T−1]`, the flat indices `b·(T−1) + t` of the
+/// labelled positions `[N]`, and their next tokens `[N]` (`None` when no position is labelled).
+#[allow(clippy::type_complexity)]
+fn micro_batch<B: AutodiffBackend>(
+    samples: &[Sample],
+    rows: &[usize],
+    device: &B::Device,
+) -> (ForwardInput<B>, Option<(Tensor<B, 1, Int>, Tensor<B, 1, Int>)>) {
     let t = rows.iter().map(|&r| samples[r].ids.len()).max().unwrap_or(2).max(2) - 1;
     let b = rows.len();
-    let (mut inp, mut tgt, mut mask) = (vec![0i64; b * t], vec![0i64; b * t], vec![0f32; b * t]);
+    let mut inp = vec![0i64; b * t];
+    let (mut at, mut tgt) = (Vec::new(), Vec::new());
     for (row, &r) in rows.iter().enumerate() {
         let s = &samples[r];
         for i in 0..s.ids.len() - 1 {
             inp[row * t + i] = s.ids[i] as i64;
-            tgt[row * t + i] = s.ids[i + 1] as i64;
-            mask[row * t + i] = if s.labels[i + 1] { 1.0 } else { 0.0 };
+            if s.labels[i + 1] {
+                at.push((row * t + i) as i64);
+                tgt.push(s.ids[i + 1] as i64);
+            }
         }
     }
     // Right padding needs no attention mask: causal attention never looks forward.
@@ -107,7 +116,9 @@ fn micro_batch<B: AutodiffBackend>(samples: &[Sample], rows: &[usize], device: &
         positions: Tensor::<B, 1, Int>::arange(0..t as i64, device).reshape([1, t]).repeat_dim(0, b),
         pad_lens: None,
     };
-    (input, Tensor::from_data(TensorData::new(tgt, [b, t]), device), Tensor::from_data(TensorData::new(mask, [b, t]), device))
+    let n = at.len();
+    let labels = (n > 0).then(|| (Tensor::from_data(TensorData::new(at, [n]), device), Tensor::from_data(TensorData::new(tgt, [n]), device)));
+    (input, labels)
 }
 
 struct ParamIds(Vec<ParamId>);
@@ -235,10 +246,17 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
         let mut accum = GradientsAccumulator::<Qwen2<B>>::new();
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for rows in micro {
-            let (input, targets, mask) = micro_batch::<B>(samples, rows, &self.device);
+            let (input, labels) = micro_batch::<B>(samples, rows, &self.device);
             tokens += rows.iter().map(|&r| samples[r].ids.len()).sum::<usize>();
-            let logits = self.model.forward(&input, None);
-            let loss = masked_nll_sum(logits, targets, mask).div_scalar(denom);
+            let Some((at, targets)) = labels else { continue }; // nothing to learn in these rows
+            let hidden = self.model.forward_hidden(&input, None); // [B, T, E]
+            let [b, t, e] = hidden.dims();
+            let n = at.dims()[0];
+            let picked = hidden.reshape([b * t, e]).select(0, at).reshape([1, n, e]); // [1, N, E]
+            let logits = self.model.logits(picked); // [1, N, V]
+            let v = logits.dims()[2];
+            let logits = logits.reshape([n, v]);
+            let loss = label_nll_sum(logits, targets).div_scalar(denom);
             loss_sum += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accum.accumulate(&self.model, grads);
