@@ -96,11 +96,20 @@ static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 /// [`flash_bwd_reference`] from plain burn ops (`false`, the default).
 ///
 /// The default is the reference because the portable backward kernels gave wrong gradients in
-/// measured cases: on lavapipe from 336 tokens at head dim 64 (1 head, batch 1: dq relative error
-/// 51, dk 89, dv 0.99; 320 tokens and head dim 32 at 700 tokens are right), and on an H200 at every
-/// shape tried. The reference materialises `[Tq, Tk]` probabilities, like the CPU path. Set
-/// `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`], to run the kernels
-/// (`mlagent kernels check/bench` do, since they measure the kernels).
+/// measured cases: on lavapipe from 328 tokens at head dim 64 (right at 321) and from 168 at head
+/// dim 128 (right at 160), 1 head, batch 1; head dim 32 is right at 336, 672 and 700 tokens. On an
+/// H200 they were wrong at every shape tried. The reference materialises `[Tq, Tk]` probabilities,
+/// like the CPU path. Set `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`], to run
+/// the kernels (`mlagent kernels check/bench` do, since they measure the kernels).
+///
+/// What is known of the lavapipe failure: every row of dq, dk and dv is wrong and columns 1..D of
+/// all three are exactly zero, as if only `d = 0` of each staged row were read. It is deterministic,
+/// and unchanged by a device sync between the delta, dq and dk/dv launches, by `LP_NUM_THREADS=0/1`
+/// and by `GALLIVM_DEBUG=nopt`. The generated WGSL reads the right metadata, and a probe kernel with
+/// the same arguments read the right strides, lengths and values at 328 tokens. A copy of the dq
+/// kernel with extra diagnostic writes gave different row values from the original on the same
+/// inputs at 336 tokens, and equal ones at 321. So the failure depends on the compiled shader, not
+/// only on the algorithm. The root cause is not found.
 pub fn backward_kernel() -> bool {
     match BACKWARD_KERNEL.load(Ordering::Relaxed) {
         1 => true,
