@@ -337,6 +337,19 @@ impl<B: Backend> Qwen2<B> {
         self.rope.max_positions()
     }
 
+    /// LM logits at chosen positions only: the hidden states of rows `at` (flat indices `b·T + t`)
+    /// are gathered first, so the `E × V` head runs on those rows alone (the training losses need
+    /// the head only where there is a target).
+    ///
+    /// # Shapes
+    /// `hidden`: `[B, T, E]`, `at`: `[N]` → `[N, V]`.
+    pub fn logits_at(&self, hidden: Tensor<B, 3>, at: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let [b, t, e] = hidden.dims();
+        let n = at.dims()[0];
+        let picked = hidden.reshape([b * t, e]).select(0, at).reshape([1, n, e]); // [1, N, E]
+        self.logits(picked).reshape([n, self.vocab_size()])
+    }
+
     /// V
     pub fn vocab_size(&self) -> usize {
         self.model.embed_tokens.weight.dims()[0]

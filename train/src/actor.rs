@@ -140,10 +140,7 @@ pub fn seq_batch<B: Backend>(pairs: &[(&[u32], &[u32])], device: &B::Device) -> 
 /// returns `[N, V]`.
 pub fn action_logits<B: KernelBackend>(model: &Qwen2<B>, batch: &SeqBatch<B>, temperature: f32) -> Tensor<B, 2> {
     let hidden = model.forward_hidden(&batch.input, None); // [B, T, E]
-    let [b, t, e] = hidden.dims();
-    let n = batch.action_rows.dims()[0];
-    let h = hidden.reshape([b * t, e]).select(0, batch.action_rows.clone()).reshape([1, n, e]);
-    let logits = model.logits(h).reshape([n, model.vocab_size()]);
+    let logits = model.logits_at(hidden, batch.action_rows.clone()); // [N, V]
     if temperature > 0.0 && temperature != 1.0 { logits.div_scalar(temperature) } else { logits }
 }
 

@@ -250,12 +250,7 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
             tokens += rows.iter().map(|&r| samples[r].ids.len()).sum::<usize>();
             let Some((at, targets)) = labels else { continue }; // nothing to learn in these rows
             let hidden = self.model.forward_hidden(&input, None); // [B, T, E]
-            let [b, t, e] = hidden.dims();
-            let n = at.dims()[0];
-            let picked = hidden.reshape([b * t, e]).select(0, at).reshape([1, n, e]); // [1, N, E]
-            let logits = self.model.logits(picked); // [1, N, V]
-            let v = logits.dims()[2];
-            let logits = logits.reshape([n, v]);
+            let logits = self.model.logits_at(hidden, at); // [N, V]
             let loss = label_nll_sum(logits, targets).div_scalar(denom);
             loss_sum += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
