@@ -98,7 +98,9 @@ static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 /// The default is the reference because the portable backward kernels gave wrong gradients in
 /// measured cases: on lavapipe from 328 tokens at head dim 64 (right at 321) and from 168 at head
 /// dim 128 (right at 160), 1 head, batch 1; head dim 32 is right at 336, 672 and 700 tokens. On an
-/// H200 they were wrong at every shape tried. The reference materialises `[Tq, Tk]` probabilities,
+/// H200 they were wrong whenever B·H > 1; that CUDA failure had another cause, found and fixed
+/// (outputs with padded rows, see `crate::cube`), not yet re-run on a GPU. The lavapipe failure
+/// remains: WGPU allocations are contiguous, so it is not that. The reference materialises `[Tq, Tk]` probabilities,
 /// like the CPU path. Set `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`], to run
 /// the kernels (`mlagent kernels check/bench` do, since they measure the kernels).
 ///

@@ -4,6 +4,7 @@
 //! current ones that ratios land on both sides of the clip range.
 
 use crate::KernelBackend;
+use crate::attention_ops::{FlashParams, flash_bwd_reference, flash_fwd_reference};
 use crate::attention::AttentionMask;
 use crate::ppo::{Aggregation, KlEstimator, PpoBatch, PpoConfig};
 use burn::backend::{Autodiff, NdArray};
@@ -196,4 +197,261 @@ pub fn attention_rel_errors<B: KernelBackend + AutodiffBackend>(c: &AttentionCas
 /// A tensor's values on the host, as f64.
 pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().expect("numeric tensor")
+}
+
+/// One stage of [`stages`]: its name, relative error, and the first elements that differ by more
+/// than 1e-2 of the reference's largest magnitude (index, ours, reference).
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// What was compared.
+    pub name: String,
+    /// ‖ours − ref‖ / ‖ref‖.
+    pub rel_err: f64,
+    /// Elements that differ, and how many.
+    pub mismatched: usize,
+    /// Up to six `(index, ours, reference)`.
+    pub first: Vec<(usize, f64, f64)>,
+}
+
+fn stage(name: &str, got: &[f64], want: &[f64]) -> Stage {
+    let tol = 1e-2 * want.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(1e-30);
+    let bad: Vec<(usize, f64, f64)> = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (g, w))| !((*g - *w).abs() <= tol))
+        .map(|(i, (g, w))| (i, *g, *w))
+        .collect();
+    Stage {
+        name: name.into(),
+        rel_err: rel_err(got, want),
+        mismatched: bad.len(),
+        first: bad.into_iter().take(6).collect(),
+    }
+}
+
+/// The fused ops stage by stage on backend `B`, without autodiff, against float64 CPU results:
+/// the kernels' outputs given fixed inputs (so a wrong gradient in [`ppo_rel_errors`] or
+/// [`attention_rel_errors`] can be pinned on one kernel, or on the autodiff wiring around them),
+/// and the plain-ops references run on `B` itself (so a fault of the backend's own ops shows).
+pub fn stages<B: KernelBackend>(
+    c: &AttentionCase,
+    n: usize,
+    v: usize,
+    dtype: FloatDType,
+    dev: &B::Device,
+    report: &mut dyn FnMut(&Stage),
+) -> Vec<Stage> {
+    use crate::ops::{fp, ft, logprobs_bwd_reference};
+    type R = NdArray<f64>;
+    let r = &burn::backend::ndarray::NdArrayDevice::Cpu;
+    let mut out = Vec::new();
+    let mut push = |s: Stage| {
+        report(&s);
+        out.push(s);
+    };
+    // Logits rows: forward (logp, lse), then dlogits for a random upstream gradient.
+    let data = random_logits(n, v, c.seed + 7);
+    let x = Tensor::<B, 2>::from_data(data.clone(), dev).cast(dtype);
+    // The reference sees the logits as the device holds them (rounded to `dtype`).
+    let xr = Tensor::<R, 2>::from_data(x.clone().into_data().convert::<f64>(), r);
+    let targets: Vec<i64> = uniform(n, c.seed + 8)
+        .iter()
+        .map(|u| (((u + 1.0) / 2.0 * v as f32) as i64).min(v as i64 - 1))
+        .collect();
+    let t = Tensor::<B, 1, Int>::from_data(TensorData::new(targets.clone(), [n]), dev);
+    let tr = Tensor::<R, 1, Int>::from_data(TensorData::new(targets, [n]), r);
+    let g = uniform(n, c.seed + 9);
+    let gt = Tensor::<B, 1>::from_data(TensorData::new(g.clone(), [n]), dev);
+    let gr = Tensor::<R, 1>::from_data(TensorData::new(g, [n]).convert::<f64>(), r);
+    let (lp, lse) = B::logprobs_fwd(fp(x.clone()), t.clone().into_primitive());
+    let (lpr, lser) =
+        crate::ops::logprobs_fwd_reference::<R>(fp(xr.clone()), tr.clone().into_primitive());
+    push(stage(
+        "logprobs_fwd logp",
+        &host(ft::<B, 1>(lp)),
+        &host(ft::<R, 1>(lpr)),
+    ));
+    push(stage(
+        "logprobs_fwd lse",
+        &host(ft::<B, 1>(lse.clone())),
+        &host(ft::<R, 1>(lser.clone())),
+    ));
+    let want_dl = host(ft::<R, 2>(logprobs_bwd_reference::<R>(
+        fp(xr),
+        tr.into_primitive(),
+        lser,
+        fp(gr),
+    )));
+    let dl = B::logprobs_bwd(
+        fp(x.clone()),
+        t.clone().into_primitive(),
+        lse.clone(),
+        fp(gt.clone()),
+    );
+    push(stage(
+        "logprobs_bwd kernel",
+        &host(ft::<B, 2>(dl)),
+        &want_dl,
+    ));
+
+    // Attention: forward, then the backward from the device's own forward for a random dO.
+    let qs = [c.batch, c.heads, c.q_len, c.head_dim];
+    let ks = [c.batch, c.kv_heads, c.k_len, c.head_dim];
+    let rnd = |shape: [usize; 4], s: u64| {
+        TensorData::new(uniform(shape.iter().product(), c.seed + s), shape)
+    };
+    let (qd, kd, vd, dod) = (rnd(qs, 1), rnd(ks, 2), rnd(ks, 3), rnd(qs, 4));
+    let on_b = |d: &TensorData| fp::<B, 4>(Tensor::<B, 4>::from_data(d.clone(), dev).cast(dtype));
+    // Reference inputs rounded as on the device.
+    let on_r = |d: &TensorData| {
+        fp::<R, 4>(Tensor::<R, 4>::from_data(
+            Tensor::<B, 4>::from_data(d.clone(), dev)
+                .cast(dtype)
+                .into_data()
+                .convert::<f64>(),
+            r,
+        ))
+    };
+    let p = FlashParams {
+        causal: c.causal,
+        q_offset: c.q_offset,
+        scale: 1.0 / (c.head_dim as f32).sqrt(),
+    };
+    let pads: Vec<i64> = c
+        .pad_lens
+        .clone()
+        .unwrap_or_else(|| vec![0; c.batch])
+        .into_iter()
+        .map(|x| x as i64)
+        .collect();
+    let pad_b = || {
+        Tensor::<B, 1, Int>::from_data(TensorData::new(pads.clone(), [c.batch]), dev)
+            .into_primitive()
+    };
+    let pad_r = || {
+        Tensor::<R, 1, Int>::from_data(TensorData::new(pads.clone(), [c.batch]), r).into_primitive()
+    };
+    let (o, l) = B::flash_attention_fwd(on_b(&qd), on_b(&kd), on_b(&vd), pad_b(), p);
+    let (or, lr) = flash_fwd_reference::<R>(on_r(&qd), on_r(&kd), on_r(&vd), pad_r(), p);
+    // Padding queries: lse is f32::MAX in both; compare the finite rows only through `out`.
+    push(stage(
+        "flash_fwd out",
+        &host(ft::<B, 4>(o.clone())),
+        &host(ft::<R, 4>(or.clone())),
+    ));
+    let finite = |x: Vec<f64>| {
+        x.into_iter()
+            .map(|y| if y > 1e30 { 0.0 } else { y })
+            .collect::<Vec<_>>()
+    };
+    push(stage(
+        "flash_fwd lse",
+        &finite(host(ft::<B, 3>(l.clone()))),
+        &finite(host(ft::<R, 3>(lr.clone()))),
+    ));
+    let (dqr, dkr, dvr) = flash_bwd_reference::<R>(
+        on_r(&qd),
+        on_r(&kd),
+        on_r(&vd),
+        or,
+        lr,
+        on_r(&dod),
+        pad_r(),
+        p,
+    );
+    let want = [
+        host(ft::<R, 4>(dqr)),
+        host(ft::<R, 4>(dkr)),
+        host(ft::<R, 4>(dvr)),
+    ];
+    let (dq, dk, dv) = B::flash_attention_bwd(
+        on_b(&qd),
+        on_b(&kd),
+        on_b(&vd),
+        o.clone(),
+        l.clone(),
+        on_b(&dod),
+        pad_b(),
+        p,
+    );
+    for (name, got, w) in [
+        ("dq", dq, &want[0]),
+        ("dk", dk, &want[1]),
+        ("dv", dv, &want[2]),
+    ] {
+        push(stage(
+            &format!("flash_bwd {name} (backend's choice)"),
+            &host(ft::<B, 4>(got)),
+            w,
+        ));
+    }
+    let (dq, dk, dv) = flash_bwd_reference::<B>(
+        on_b(&qd),
+        on_b(&kd),
+        on_b(&vd),
+        o,
+        l,
+        on_b(&dod),
+        pad_b(),
+        p,
+    );
+    for (name, got, w) in [
+        ("dq", dq, &want[0]),
+        ("dk", dk, &want[1]),
+        ("dv", dv, &want[2]),
+    ] {
+        push(stage(
+            &format!("flash_bwd {name} plain ops on device"),
+            &host(ft::<B, 4>(got)),
+            w,
+        ));
+    }
+    let dl = logprobs_bwd_reference::<B>(fp(x), t.into_primitive(), lse, fp(gt));
+    push(stage(
+        "logprobs_bwd plain ops on device",
+        &host(ft::<B, 2>(dl)),
+        &want_dl,
+    ));
+    drop(push);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the CPU (the reference implementations in f32) every stage agrees with the f64 reference,
+    /// and each stage is reported once, in order, as it finishes.
+    #[test]
+    fn stages_agree_on_cpu_and_report_each() {
+        let case = AttentionCase {
+            batch: 2,
+            heads: 4,
+            kv_heads: 2,
+            q_len: 9,
+            k_len: 9,
+            head_dim: 8,
+            causal: true,
+            q_offset: 0,
+            pad_lens: Some(vec![0, 2]),
+            seed: 3,
+        };
+        let mut seen = Vec::new();
+        let all = stages::<NdArray<f32>>(&case, 5, 37, FloatDType::F32, &Default::default(), &mut |s| seen.push(s.name.clone()));
+        assert_eq!(seen, all.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+        assert_eq!(all.len(), 12);
+        for s in &all {
+            assert!(s.rel_err < 1e-5 && s.mismatched == 0, "{}: {:e}, {:?}", s.name, s.rel_err, s.first);
+        }
+    }
+
+    /// A stage lists the elements that differ by more than 1% of the reference's largest magnitude.
+    #[test]
+    fn stage_lists_mismatches() {
+        let s = stage("x", &[1.0, 2.0, 3.5, 0.0], &[1.0, 2.001, 3.0, 0.0]);
+        assert_eq!(s.mismatched, 1);
+        assert_eq!(s.first, vec![(2, 3.5, 3.0)]);
+        assert!((s.rel_err - (0.5f64.powi(2) + 0.001f64.powi(2)).sqrt() / (1.0f64 + 2.001 * 2.001 + 9.0).sqrt()).abs() < 1e-12);
+    }
 }

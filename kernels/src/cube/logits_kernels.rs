@@ -1,29 +1,47 @@
 //! CubeCL kernels over `[N, V]` logits: row log-sum-exp with the target log-prob (and the PPO
 //! per-token terms), and the backward `dlogits = g·(onehot − softmax)`.
 //!
-//! The forward runs one cube per row; each unit walks the row with stride `CUBE_DIM_X` keeping an
-//! online (max, Σexp) pair (Milakov & Gimelshein 2018), merged by a shared-memory tree. No plane
+//! The forward runs one cube per row; each unit walks the row in vectors with stride `CUBE_DIM_X`
+//! keeping an online (max, Σexp) pair (Milakov & Gimelshein 2018), merged by a shared-memory tree. No plane
 //! operations: lavapipe has 8-wide planes and cubecl does not advertise plane ops there. Math is
 //! f32 whatever the logits' dtype (`#[define(F, I)]` picks F and I at run time).
 
 use cubecl::prelude::*;
 
-/// Row log-sum-exp of `logits[row, :]` in f32, reduced over the cube; every unit gets the result.
+/// Row log-sum-exp of row `row` of contiguous `[N, V]` logits in f32, reduced over the cube; every
+/// unit gets the result. The row is read as `vecs` vectors of `vector_size()` lanes (16-byte loads
+/// where the vocabulary allows), one online (max, Σexp) update per vector: the lanes' max, then one
+/// exp per lane and one rescale.
 #[cube]
-fn row_lse<F: Float>(logits: &Tensor<F>, row: usize, #[comptime] block: u32) -> f32 {
+fn row_lse<F: Float, N: Size>(
+    logits: &Tensor<Vector<F, N>>,
+    row: usize,
+    vecs: usize,
+    #[comptime] block: u32,
+) -> f32 {
     let tid = UNIT_POS_X as usize;
     let step = CUBE_DIM_X as usize;
-    let vocab = logits.shape(1);
-    let base = row * logits.stride(0);
-    let cs = logits.stride(1);
+    let width = logits.vector_size();
+    let base = row * vecs;
     // Lowest finite value rather than -inf: WGSL has no inf literal and (-inf) - (-inf) is NaN.
     let mut m = f32::min_value();
     let mut s = f32::new(0.0);
     let mut c = tid;
-    while c < vocab {
-        let x = f32::cast_from(logits[base + c * cs]);
-        let mn = m.max(x);
-        s = s * (m - mn).exp() + (x - mn).exp();
+    while c < vecs {
+        let x = Vector::<f32, N>::cast_from(logits[base + c]);
+        let mut xm = x[0];
+        #[unroll]
+        for i in 1..width {
+            xm = xm.max(x[i]);
+        }
+        let mn = m.max(xm);
+        let e = Vector::exp(x - Vector::<f32, N>::new(mn));
+        let mut es = e[0];
+        #[unroll]
+        for i in 1..width {
+            es += e[i];
+        }
+        s = s * (m - mn).exp() + es;
         m = mn;
         c += step;
     }
@@ -49,23 +67,27 @@ fn row_lse<F: Float>(logits: &Tensor<F>, row: usize, #[comptime] block: u32) -> 
 
 /// `logp[n] = logits[n, t[n]] − lse[n]` and `lse[n]`, both f32.
 #[cube(launch, address_type = "dynamic")]
-pub fn logprobs_fwd_kernel<F: Float, I: Numeric>(
-    logits: &Tensor<F>,     // [N, V], any strides
-    targets: &Tensor<I>,    // [N]
-    logp: &mut Tensor<f32>, // [N]
-    lse: &mut Tensor<f32>,  // [N]
+#[allow(clippy::too_many_arguments)]
+pub fn logprobs_fwd_kernel<F: Float, I: Numeric, N: Size>(
+    logits: &Tensor<Vector<F, N>>, // [N, V] contiguous, V = vecs · N
+    logits_s: &Tensor<F>,          // the same buffer, element by element (the target's logit)
+    targets: &Tensor<I>,           // [N]
+    logp: &mut Tensor<f32>,        // [N]
+    lse: &mut Tensor<f32>,         // [N]
+    rows: usize,
+    vecs: usize,
     #[comptime] block: u32, // == CUBE_DIM_X, a power of two
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS;
     // Cube-uniform exit: the whole cube is past the last row.
-    if row >= logits.shape(0) {
+    if row >= rows {
         terminate!();
     }
-    let l = row_lse::<F>(logits, row, block);
+    let l = row_lse::<F, N>(logits, row, vecs, block);
     if UNIT_POS_X == 0 {
         let t = u32::cast_from(targets[row * targets.stride(0)]) as usize;
-        logp[row] = f32::cast_from(logits[row * logits.stride(0) + t * logits.stride(1)]) - l;
+        logp[row] = f32::cast_from(logits_s[row * logits_s.stride(0) + t]) - l;
         lse[row] = l;
     }
 }
@@ -144,8 +166,9 @@ fn ppo_terms(
 /// with respect to the log-prob. `kl_kind`: 0 none, 1 k1, 2 k2, 3 k3.
 #[cube(launch, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
-pub fn ppo_fwd_kernel<F: Float, I: Numeric>(
-    logits: &Tensor<F>,
+pub fn ppo_fwd_kernel<F: Float, I: Numeric, N: Size>(
+    logits: &Tensor<Vector<F, N>>, // [N, V] contiguous, V = vecs · N
+    logits_s: &Tensor<F>,          // the same buffer, element by element
     targets: &Tensor<I>,
     old_logp: &Tensor<f32>,
     ref_logp: &Tensor<f32>,
@@ -158,19 +181,21 @@ pub fn ppo_fwd_kernel<F: Float, I: Numeric>(
     clip_high: f32,
     dual_c: f32,
     kl_coef: f32,
+    rows: usize,
+    vecs: usize,
     #[comptime] dual: bool,
     #[comptime] kl_kind: u32,
     #[comptime] block: u32,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS;
-    if row >= logits.shape(0) {
+    if row >= rows {
         terminate!();
     }
-    let l = row_lse::<F>(logits, row, block);
+    let l = row_lse::<F, N>(logits, row, vecs, block);
     if UNIT_POS_X == 0 {
         let t = u32::cast_from(targets[row * targets.stride(0)]) as usize;
-        let lp = f32::cast_from(logits[row * logits.stride(0) + t * logits.stride(1)]) - l;
+        let lp = f32::cast_from(logits_s[row * logits_s.stride(0) + t]) - l;
         ppo_terms(
             lp,
             old_logp[row * old_logp.stride(0)],

@@ -1,6 +1,13 @@
 //! [`crate::KernelBackend`] for `CubeBackend<R, F, I, BT>`: one generic impl for every CubeCL
 //! runtime (CUDA, WGPU). Kernels read the tensors' run-time dtype, not the backend's static `F`,
 //! so a tensor `.cast()` to f16 or bf16 runs the same kernels.
+//!
+//! Outputs are allocated with `empty_device_contiguous_dtype`, never burn's `empty_device_dtype`:
+//! the kernels index them linearly, and `empty_device_dtype` asks CubeCL for its "optimized"
+//! layout, which on CUDA pads each row of the last dimension to an alignment (a `[16, 1000]` f32
+//! tensor gets rows of 1024). Writing linearly into such a tensor left rows stale: that was the
+//! cause of the wrong CUDA gradients (and log-sum-exps) measured on an H200 on 2026-11-26/27,
+//! while WGPU, whose allocations are contiguous, was right.
 
 pub mod attention_cmma;
 pub mod attention_kernels;
@@ -13,7 +20,7 @@ use crate::ppo::{KlEstimator, PpoTokenParams};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{
     BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous,
-    ops::numeric::empty_device_dtype, tensor::CubeTensor,
+    ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor,
 };
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise, prelude::AddressType};
 
@@ -27,6 +34,12 @@ fn addr<R: CubeRuntime>(ts: &[&CubeTensor<R>]) -> AddressType {
 fn row_grid(n: usize) -> CubeCount {
     let cx = n.min(65535) as u32;
     CubeCount::Static(cx, n.div_ceil(cx as usize) as u32, 1)
+}
+
+/// Lanes per vector for reading `[N, V]` logits rows: the widest the device loads in one go that
+/// divides `V` (1 when none does).
+fn logits_vector<R: CubeRuntime>(t: &CubeTensor<R>, v: usize) -> usize {
+    t.client.io_optimized_vector_sizes(t.dtype.size()).find(|w| v % w == 0).unwrap_or(1)
 }
 
 /// Units per row cube: a power of two between 32 and 256, within the device's limit.
@@ -75,7 +88,7 @@ fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
 }
 
 fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
-    empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBackend for CubeBackend<R, F, I, BT> {
@@ -85,6 +98,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
 
     fn logprobs_fwd(logits: CubeTensor<R>, targets: CubeTensor<R>) -> (CubeTensor<R>, CubeTensor<R>) {
         logits.assert_is_on_same_device(&targets);
+        // Rows are read as vectors: contiguous rows (a no-op for the LM head's output).
+        let logits = into_contiguous(logits);
         let [n, v] = logits.meta.shape().dims::<2>();
         let logp = empty_f32(&logits, Shape::new([n]));
         let lse = empty_f32(&logits, Shape::new([n]));
@@ -92,6 +107,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             return (logp, lse);
         }
         let block = row_block(&logits, v);
+        let vs = logits_vector(&logits, v);
         let client = logits.client.clone();
         let address_type = addr(&[&logits, &targets]);
         let dtypes = [logits.dtype.into(), targets.dtype.into()];
@@ -100,10 +116,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             row_grid(n),
             CubeDim::new_1d(block),
             address_type,
+            vs,
+            logits.clone().into_tensor_arg(),
             logits.into_tensor_arg(),
             targets.into_tensor_arg(),
             logp.clone().into_tensor_arg(),
             lse.clone().into_tensor_arg(),
+            n,
+            v / vs,
             block,
             dtypes,
         );
@@ -119,11 +139,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let [n, v] = logits.meta.shape().dims::<2>();
         let client = logits.client.clone();
         let dtype = logits.dtype;
-        let out = empty_device_dtype(client.clone(), logits.device.clone(), Shape::new([n, v]), dtype);
+        let out = empty_device_contiguous_dtype(client.clone(), logits.device.clone(), Shape::new([n, v]), dtype);
         if n == 0 || v == 0 {
             return out;
         }
-        let vs = client.io_optimized_vector_sizes(dtype.size()).find(|w| v % w == 0).unwrap_or(1);
+        let vs = logits_vector(&logits, v);
         let units = n * v / vs;
         let cube_dim = CubeDim::new(&client, units);
         let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
@@ -171,12 +191,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         params: PpoTokenParams,
     ) -> [CubeTensor<R>; 4] {
         logits.assert_is_on_same_device(&targets);
+        let logits = into_contiguous(logits);
         let [n, v] = logits.meta.shape().dims::<2>();
         let outs = [(); 4].map(|_| empty_f32(&logits, Shape::new([n])));
         if n == 0 {
             return outs;
         }
         let block = row_block(&logits, v);
+        let vs = logits_vector(&logits, v);
         let client = logits.client.clone();
         let address_type = addr(&[&logits, &targets]);
         let dtypes = [logits.dtype.into(), targets.dtype.into()];
@@ -197,6 +219,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             row_grid(n),
             CubeDim::new_1d(block),
             address_type,
+            vs,
+            logits.clone().into_tensor_arg(),
             logits.into_tensor_arg(),
             targets.into_tensor_arg(),
             old_logp.into_tensor_arg(),
@@ -210,6 +234,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             params.clip_high,
             params.dual_clip.unwrap_or(1.0),
             kl_coef,
+            n,
+            v / vs,
             params.dual_clip.is_some(),
             kl_kind,
             block,
@@ -226,7 +252,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         p: FlashParams,
     ) -> (CubeTensor<R>, CubeTensor<R>) {
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
-        let out = empty_device_dtype(q.client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
+        let out = empty_device_contiguous_dtype(q.client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
         let lse = empty_f32(&q, Shape::new([b, h, tq]));
         if b * h * tq == 0 {
             return (out, lse);
@@ -292,9 +318,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
         let [_, kh, tk, _] = k.meta.shape().dims::<4>();
         let client = q.client.clone();
-        let dq = empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
-        let dk = empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
-        let dv = empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
+        let dq = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
+        let dk = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
+        let dv = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
         if b * h * tq * tk == 0 {
             return (dq, dk, dv);
         }
@@ -349,7 +375,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             (k, v)
         };
         let (dk_run, dv_run) = if groups > 1 {
-            let e = || empty_device_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tk, d]), dk.dtype);
+            let e = || empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tk, d]), dk.dtype);
             (e(), e())
         } else {
             (dk.clone(), dv.clone())

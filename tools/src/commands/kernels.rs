@@ -117,6 +117,13 @@ struct CheckArgs {
     /// Output: a table, or one JSON line (the last line of stdout).
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Also compare each kernel on its own, without autodiff (log-probs forward and backward,
+    /// attention forward and backward from fixed inputs), and the plain-ops references run on the
+    /// device, printing each stage's error and first differing elements to stderr as it finishes
+    /// (and a "stages" key in the JSON): pins a wrong gradient on one kernel, the autodiff wiring
+    /// or the backend.
+    #[arg(long)]
+    stages: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -235,10 +242,23 @@ impl KernelTask for CheckTask {
         cfg.token.dual_clip = Some(3.0);
         cfg.token.kl = Some(KlPenalty { estimator: KlEstimator::K3, coef: 0.1 });
         let (loss, grad) = ppo_rel_errors::<B>(a.tokens, a.vocab, &cfg, a.dtype.into(), a.seed + 100, &device);
-        Ok(serde_json::json!({
+        let mut report = serde_json::json!({
             "attention": {"fwd_rel_err": fwd, "dq_rel_err": dq, "dk_rel_err": dk, "dv_rel_err": dv},
             "ppo": {"loss_rel_err": loss, "grad_rel_err": grad},
-        }))
+        });
+        if a.stages {
+            // Printed as each stage finishes, so a stage that never returns still leaves the others.
+            let mut print = |s: &mlagent_kernels::check::Stage| {
+                eprintln!("stage {:<40} rel_err {:.3e}  mismatched {:>7}  first {:?}", s.name, s.rel_err, s.mismatched, s.first)
+            };
+            let stages = mlagent_kernels::check::stages::<B::InnerBackend>(&case, a.tokens, a.vocab, a.dtype.into(), &device, &mut print);
+            let mut rows = serde_json::Map::new();
+            for s in stages {
+                rows.insert(s.name, serde_json::json!({"rel_err": s.rel_err, "mismatched": s.mismatched}));
+            }
+            report["stages"] = serde_json::Value::Object(rows);
+        }
+        Ok(report)
     }
 }
 
