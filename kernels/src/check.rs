@@ -9,6 +9,7 @@ use crate::attention::AttentionMask;
 use crate::ppo::{Aggregation, KlEstimator, PpoBatch, PpoConfig};
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 /// Deterministic uniform numbers in [−1, 1) (a 64-bit LCG; tests must not depend on a crate's RNG).
@@ -207,7 +208,7 @@ pub struct Stage {
     pub name: String,
     /// ‖ours − ref‖ / ‖ref‖.
     pub rel_err: f64,
-    /// Elements that differ, and how many.
+    /// How many elements differ.
     pub mismatched: usize,
     /// Up to six `(index, ours, reference)`.
     pub first: Vec<(usize, f64, f64)>,
@@ -215,25 +216,16 @@ pub struct Stage {
 
 fn stage(name: &str, got: &[f64], want: &[f64]) -> Stage {
     let tol = 1e-2 * want.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(1e-30);
-    let bad: Vec<(usize, f64, f64)> = got
-        .iter()
-        .zip(want)
-        .enumerate()
-        .filter(|(_, (g, w))| !((*g - *w).abs() <= tol))
-        .map(|(i, (g, w))| (i, *g, *w))
-        .collect();
-    Stage {
-        name: name.into(),
-        rel_err: rel_err(got, want),
-        mismatched: bad.len(),
-        first: bad.into_iter().take(6).collect(),
-    }
+    let bad: Vec<(usize, f64, f64)> =
+        got.iter().zip(want).enumerate().filter(|(_, (g, w))| !((*g - *w).abs() <= tol)).map(|(i, (g, w))| (i, *g, *w)).collect();
+    Stage { name: name.into(), rel_err: rel_err(got, want), mismatched: bad.len(), first: bad.into_iter().take(6).collect() }
 }
 
 /// The fused ops stage by stage on backend `B`, without autodiff, against float64 CPU results:
 /// the kernels' outputs given fixed inputs (so a wrong gradient in [`ppo_rel_errors`] or
 /// [`attention_rel_errors`] can be pinned on one kernel, or on the autodiff wiring around them),
 /// and the plain-ops references run on `B` itself (so a fault of the backend's own ops shows).
+/// `report` sees each stage as it finishes.
 pub fn stages<B: KernelBackend>(
     c: &AttentionCase,
     n: usize,
@@ -242,178 +234,61 @@ pub fn stages<B: KernelBackend>(
     dev: &B::Device,
     report: &mut dyn FnMut(&Stage),
 ) -> Vec<Stage> {
-    use crate::ops::{fp, ft, logprobs_bwd_reference};
+    use crate::ops::{fp, ft, logprobs_bwd_reference, logprobs_fwd_reference};
     type R = NdArray<f64>;
     let r = &burn::backend::ndarray::NdArrayDevice::Cpu;
     let mut out = Vec::new();
-    let mut push = |s: Stage| {
+    let mut push = |name: &str, got: Vec<f64>, want: &[f64]| {
+        let s = stage(name, &got, want);
         report(&s);
         out.push(s);
     };
-    // Logits rows: forward (logp, lse), then dlogits for a random upstream gradient.
-    let data = random_logits(n, v, c.seed + 7);
-    let x = Tensor::<B, 2>::from_data(data.clone(), dev).cast(dtype);
-    // The reference sees the logits as the device holds them (rounded to `dtype`).
+    // Logits rows: forward (logp, lse), then dlogits for a random upstream gradient. The reference
+    // sees the inputs as the device holds them (rounded to `dtype`).
+    let x = Tensor::<B, 2>::from_data(random_logits(n, v, c.seed + 7), dev).cast(dtype);
     let xr = Tensor::<R, 2>::from_data(x.clone().into_data().convert::<f64>(), r);
-    let targets: Vec<i64> = uniform(n, c.seed + 8)
-        .iter()
-        .map(|u| (((u + 1.0) / 2.0 * v as f32) as i64).min(v as i64 - 1))
-        .collect();
+    let targets: Vec<i64> = uniform(n, c.seed + 8).iter().map(|u| (((u + 1.0) / 2.0 * v as f32) as i64).min(v as i64 - 1)).collect();
     let t = Tensor::<B, 1, Int>::from_data(TensorData::new(targets.clone(), [n]), dev);
     let tr = Tensor::<R, 1, Int>::from_data(TensorData::new(targets, [n]), r);
-    let g = uniform(n, c.seed + 9);
-    let gt = Tensor::<B, 1>::from_data(TensorData::new(g.clone(), [n]), dev);
-    let gr = Tensor::<R, 1>::from_data(TensorData::new(g, [n]).convert::<f64>(), r);
+    let g = TensorData::new(uniform(n, c.seed + 9), [n]);
+    let (gt, gr) = (Tensor::<B, 1>::from_data(g.clone(), dev), Tensor::<R, 1>::from_data(g.convert::<f64>(), r));
     let (lp, lse) = B::logprobs_fwd(fp(x.clone()), t.clone().into_primitive());
-    let (lpr, lser) =
-        crate::ops::logprobs_fwd_reference::<R>(fp(xr.clone()), tr.clone().into_primitive());
-    push(stage(
-        "logprobs_fwd logp",
-        &host(ft::<B, 1>(lp)),
-        &host(ft::<R, 1>(lpr)),
-    ));
-    push(stage(
-        "logprobs_fwd lse",
-        &host(ft::<B, 1>(lse.clone())),
-        &host(ft::<R, 1>(lser.clone())),
-    ));
-    let want_dl = host(ft::<R, 2>(logprobs_bwd_reference::<R>(
-        fp(xr),
-        tr.into_primitive(),
-        lser,
-        fp(gr),
-    )));
-    let dl = B::logprobs_bwd(
-        fp(x.clone()),
-        t.clone().into_primitive(),
-        lse.clone(),
-        fp(gt.clone()),
-    );
-    push(stage(
-        "logprobs_bwd kernel",
-        &host(ft::<B, 2>(dl)),
-        &want_dl,
-    ));
+    let (lpr, lser) = logprobs_fwd_reference::<R>(fp(xr.clone()), tr.clone().into_primitive());
+    push("logprobs_fwd logp", host(ft::<B, 1>(lp)), &host(ft::<R, 1>(lpr)));
+    push("logprobs_fwd lse", host(ft::<B, 1>(lse.clone())), &host(ft::<R, 1>(lser.clone())));
+    let want_dl = host(ft::<R, 2>(logprobs_bwd_reference::<R>(fp(xr), tr.into_primitive(), lser, fp(gr))));
+    let dl = B::logprobs_bwd(fp(x.clone()), t.clone().into_primitive(), lse.clone(), fp(gt.clone()));
+    push("logprobs_bwd kernel", host(ft::<B, 2>(dl)), &want_dl);
 
     // Attention: forward, then the backward from the device's own forward for a random dO.
     let qs = [c.batch, c.heads, c.q_len, c.head_dim];
     let ks = [c.batch, c.kv_heads, c.k_len, c.head_dim];
-    let rnd = |shape: [usize; 4], s: u64| {
-        TensorData::new(uniform(shape.iter().product(), c.seed + s), shape)
-    };
+    let rnd = |shape: [usize; 4], s: u64| TensorData::new(uniform(shape.iter().product(), c.seed + s), shape);
     let (qd, kd, vd, dod) = (rnd(qs, 1), rnd(ks, 2), rnd(ks, 3), rnd(qs, 4));
     let on_b = |d: &TensorData| fp::<B, 4>(Tensor::<B, 4>::from_data(d.clone(), dev).cast(dtype));
-    // Reference inputs rounded as on the device.
-    let on_r = |d: &TensorData| {
-        fp::<R, 4>(Tensor::<R, 4>::from_data(
-            Tensor::<B, 4>::from_data(d.clone(), dev)
-                .cast(dtype)
-                .into_data()
-                .convert::<f64>(),
-            r,
-        ))
-    };
-    let p = FlashParams {
-        causal: c.causal,
-        q_offset: c.q_offset,
-        scale: 1.0 / (c.head_dim as f32).sqrt(),
-    };
-    let pads: Vec<i64> = c
-        .pad_lens
-        .clone()
-        .unwrap_or_else(|| vec![0; c.batch])
-        .into_iter()
-        .map(|x| x as i64)
-        .collect();
-    let pad_b = || {
-        Tensor::<B, 1, Int>::from_data(TensorData::new(pads.clone(), [c.batch]), dev)
-            .into_primitive()
-    };
-    let pad_r = || {
-        Tensor::<R, 1, Int>::from_data(TensorData::new(pads.clone(), [c.batch]), r).into_primitive()
-    };
+    let on_r = |d: &TensorData| fp::<R, 4>(Tensor::<R, 4>::from_data(ft::<B, 4>(on_b(d)).into_data().convert::<f64>(), r));
+    let p = FlashParams { causal: c.causal, q_offset: c.q_offset, scale: 1.0 / (c.head_dim as f32).sqrt() };
+    let pads = TensorData::new(c.pad_lens.clone().unwrap_or_else(|| vec![0; c.batch]).into_iter().map(|x| x as i64).collect::<Vec<_>>(), [c.batch]);
+    let pad_b = || Tensor::<B, 1, Int>::from_data(pads.clone(), dev).into_primitive();
+    let pad_r = || Tensor::<R, 1, Int>::from_data(pads.clone(), r).into_primitive();
     let (o, l) = B::flash_attention_fwd(on_b(&qd), on_b(&kd), on_b(&vd), pad_b(), p);
     let (or, lr) = flash_fwd_reference::<R>(on_r(&qd), on_r(&kd), on_r(&vd), pad_r(), p);
-    // Padding queries: lse is f32::MAX in both; compare the finite rows only through `out`.
-    push(stage(
-        "flash_fwd out",
-        &host(ft::<B, 4>(o.clone())),
-        &host(ft::<R, 4>(or.clone())),
-    ));
-    let finite = |x: Vec<f64>| {
-        x.into_iter()
-            .map(|y| if y > 1e30 { 0.0 } else { y })
-            .collect::<Vec<_>>()
+    push("flash_fwd out", host(ft::<B, 4>(o.clone())), &host(ft::<R, 4>(or.clone())));
+    // Padding queries have lse = f32::MAX in both; compare the finite ones.
+    let finite = |x: Vec<f64>| x.into_iter().map(|y| if y > 1e30 { 0.0 } else { y }).collect::<Vec<_>>();
+    push("flash_fwd lse", finite(host(ft::<B, 3>(l.clone()))), &finite(host(ft::<R, 3>(lr.clone()))));
+    let (dqr, dkr, dvr) = flash_bwd_reference::<R>(on_r(&qd), on_r(&kd), on_r(&vd), or, lr, on_r(&dod), pad_r(), p);
+    let want = [host(ft::<R, 4>(dqr)), host(ft::<R, 4>(dkr)), host(ft::<R, 4>(dvr))];
+    let mut push_bwd = |label: &str, (dq, dk, dv): (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>)| {
+        for ((name, got), w) in [("dq", dq), ("dk", dk), ("dv", dv)].into_iter().zip(&want) {
+            push(&format!("flash_bwd {name} {label}"), host(ft::<B, 4>(got)), w);
+        }
     };
-    push(stage(
-        "flash_fwd lse",
-        &finite(host(ft::<B, 3>(l.clone()))),
-        &finite(host(ft::<R, 3>(lr.clone()))),
-    ));
-    let (dqr, dkr, dvr) = flash_bwd_reference::<R>(
-        on_r(&qd),
-        on_r(&kd),
-        on_r(&vd),
-        or,
-        lr,
-        on_r(&dod),
-        pad_r(),
-        p,
-    );
-    let want = [
-        host(ft::<R, 4>(dqr)),
-        host(ft::<R, 4>(dkr)),
-        host(ft::<R, 4>(dvr)),
-    ];
-    let (dq, dk, dv) = B::flash_attention_bwd(
-        on_b(&qd),
-        on_b(&kd),
-        on_b(&vd),
-        o.clone(),
-        l.clone(),
-        on_b(&dod),
-        pad_b(),
-        p,
-    );
-    for (name, got, w) in [
-        ("dq", dq, &want[0]),
-        ("dk", dk, &want[1]),
-        ("dv", dv, &want[2]),
-    ] {
-        push(stage(
-            &format!("flash_bwd {name} (backend's choice)"),
-            &host(ft::<B, 4>(got)),
-            w,
-        ));
-    }
-    let (dq, dk, dv) = flash_bwd_reference::<B>(
-        on_b(&qd),
-        on_b(&kd),
-        on_b(&vd),
-        o,
-        l,
-        on_b(&dod),
-        pad_b(),
-        p,
-    );
-    for (name, got, w) in [
-        ("dq", dq, &want[0]),
-        ("dk", dk, &want[1]),
-        ("dv", dv, &want[2]),
-    ] {
-        push(stage(
-            &format!("flash_bwd {name} plain ops on device"),
-            &host(ft::<B, 4>(got)),
-            w,
-        ));
-    }
+    push_bwd("(backend's choice)", B::flash_attention_bwd(on_b(&qd), on_b(&kd), on_b(&vd), o.clone(), l.clone(), on_b(&dod), pad_b(), p));
+    push_bwd("plain ops on device", flash_bwd_reference::<B>(on_b(&qd), on_b(&kd), on_b(&vd), o, l, on_b(&dod), pad_b(), p));
+    drop(push_bwd);
     let dl = logprobs_bwd_reference::<B>(fp(x), t.into_primitive(), lse, fp(gt));
-    push(stage(
-        "logprobs_bwd plain ops on device",
-        &host(ft::<B, 2>(dl)),
-        &want_dl,
-    ));
-    drop(push);
+    push("logprobs_bwd plain ops on device", host(ft::<B, 2>(dl)), &want_dl);
     out
 }
 
