@@ -39,13 +39,18 @@ pub fn lse_rows(logits: &[f32], v: usize) -> Vec<f64> {
         .collect()
 }
 
+/// `n` target ids spread over a vocabulary of `v`.
+fn random_targets(n: usize, v: usize, seed: u64) -> Vec<i64> {
+    uniform(n, seed).iter().map(|u| (((u + 1.0) / 2.0 * v as f32) as i64).min(v as i64 - 1)).collect()
+}
+
 /// A PPO batch for `logits`: old log-probs within ±0.6 of the current ones (ratios 0.55–1.8, both
 /// clips hit), reference log-probs within ±0.5, advantages in [−1, 1), every fifth token masked.
 pub fn random_ppo_batch<B: Backend>(logits: &TensorData, seed: u64, device: &B::Device) -> PpoBatch<B> {
     let [n, v] = [logits.shape[0], logits.shape[1]];
     let x: Vec<f32> = logits.clone().convert::<f32>().to_vec().expect("f32 logits");
     let lse = lse_rows(&x, v);
-    let targets: Vec<i64> = uniform(n, seed).iter().map(|u| (((u + 1.0) / 2.0 * v as f32) as i64).min(v as i64 - 1)).collect();
+    let targets = random_targets(n, v, seed);
     let lp: Vec<f32> = (0..n).map(|r| (x[r * v + targets[r] as usize] as f64 - lse[r]) as f32).collect();
     let shift = |s: u64, a: f32| -> Vec<f32> { uniform(n, s).iter().zip(&lp).map(|(u, l)| l + a * u).collect() };
     let f = |d: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(d, [n]), device);
@@ -165,15 +170,23 @@ pub struct AttentionCase {
     pub seed: u64,
 }
 
+impl AttentionCase {
+    /// Random q `[B, H, Tq, D]`, k and v `[B, K, Tk, D]`, and a `[B, H, Tq, D]` tensor for the
+    /// upstream side (the loss weights W, or dO), all from `seed`.
+    fn inputs(&self) -> [TensorData; 4] {
+        let qs = [self.batch, self.heads, self.q_len, self.head_dim];
+        let ks = [self.batch, self.kv_heads, self.k_len, self.head_dim];
+        let data = |shape: [usize; 4], s: u64| TensorData::new(uniform(shape.iter().product(), self.seed + s), shape);
+        [data(qs, 1), data(ks, 2), data(ks, 3), data(qs, 4)]
+    }
+}
+
 /// Relative errors `[out, dq, dk, dv]` of [`crate::flash_attention`] on backend `B` (inputs cast
 /// to `dtype`) against the f64 CPU reference of [`crate::attention_ops`], for the loss
 /// `Σ out∘W` with a random W.
 pub fn attention_rel_errors<B: KernelBackend + AutodiffBackend>(c: &AttentionCase, dtype: FloatDType, dev: &B::Device) -> [f64; 4] {
     type R = Autodiff<NdArray<f64>>;
-    let qs = [c.batch, c.heads, c.q_len, c.head_dim];
-    let ks = [c.batch, c.kv_heads, c.k_len, c.head_dim];
-    let data = |shape: [usize; 4], s: u64| TensorData::new(uniform(shape.iter().product(), c.seed + s), shape);
-    let (qd, kd, vd, wd) = (data(qs, 1), data(ks, 2), data(ks, 3), data(qs, 4));
+    let [qd, kd, vd, wd] = c.inputs();
     fn run<Bk: KernelBackend + AutodiffBackend>(
         c: &AttentionCase,
         d: [&TensorData; 4],
@@ -247,7 +260,7 @@ pub fn stages<B: KernelBackend>(
     // sees the inputs as the device holds them (rounded to `dtype`).
     let x = Tensor::<B, 2>::from_data(random_logits(n, v, c.seed + 7), dev).cast(dtype);
     let xr = Tensor::<R, 2>::from_data(x.clone().into_data().convert::<f64>(), r);
-    let targets: Vec<i64> = uniform(n, c.seed + 8).iter().map(|u| (((u + 1.0) / 2.0 * v as f32) as i64).min(v as i64 - 1)).collect();
+    let targets = random_targets(n, v, c.seed + 8);
     let t = Tensor::<B, 1, Int>::from_data(TensorData::new(targets.clone(), [n]), dev);
     let tr = Tensor::<R, 1, Int>::from_data(TensorData::new(targets, [n]), r);
     let g = TensorData::new(uniform(n, c.seed + 9), [n]);
@@ -261,10 +274,7 @@ pub fn stages<B: KernelBackend>(
     push("logprobs_bwd kernel", host(ft::<B, 2>(dl)), &want_dl);
 
     // Attention: forward, then the backward from the device's own forward for a random dO.
-    let qs = [c.batch, c.heads, c.q_len, c.head_dim];
-    let ks = [c.batch, c.kv_heads, c.k_len, c.head_dim];
-    let rnd = |shape: [usize; 4], s: u64| TensorData::new(uniform(shape.iter().product(), c.seed + s), shape);
-    let (qd, kd, vd, dod) = (rnd(qs, 1), rnd(ks, 2), rnd(ks, 3), rnd(qs, 4));
+    let [qd, kd, vd, dod] = c.inputs();
     let on_b = |d: &TensorData| fp::<B, 4>(Tensor::<B, 4>::from_data(d.clone(), dev).cast(dtype));
     let on_r = |d: &TensorData| fp::<R, 4>(Tensor::<R, 4>::from_data(ft::<B, 4>(on_b(d)).into_data().convert::<f64>(), r));
     let p = FlashParams { causal: c.causal, q_offset: c.q_offset, scale: 1.0 / (c.head_dim as f32).sqrt() };

@@ -87,8 +87,13 @@ fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
         && attention_cmma::shared_bytes(d, q.dtype.size()) <= hw.max_shared_memory_size
 }
 
+/// An uninitialised contiguous output on `like`'s device (see the module doc for why contiguous).
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
 fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
+    empty(like, shape, DType::F32)
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBackend for CubeBackend<R, F, I, BT> {
@@ -139,7 +144,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let [n, v] = logits.meta.shape().dims::<2>();
         let client = logits.client.clone();
         let dtype = logits.dtype;
-        let out = empty_device_contiguous_dtype(client.clone(), logits.device.clone(), Shape::new([n, v]), dtype);
+        let out = empty(&logits, Shape::new([n, v]), dtype);
         if n == 0 || v == 0 {
             return out;
         }
@@ -252,7 +257,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         p: FlashParams,
     ) -> (CubeTensor<R>, CubeTensor<R>) {
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
-        let out = empty_device_contiguous_dtype(q.client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
+        let out = empty(&q, Shape::new([b, h, tq, d]), q.dtype);
         let lse = empty_f32(&q, Shape::new([b, h, tq]));
         if b * h * tq == 0 {
             return (out, lse);
@@ -318,9 +323,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
         let [_, kh, tk, _] = k.meta.shape().dims::<4>();
         let client = q.client.clone();
-        let dq = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), q.dtype);
-        let dk = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
-        let dv = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, kh, tk, d]), k.dtype);
+        let dq = empty(&q, Shape::new([b, h, tq, d]), q.dtype);
+        let dk = empty(&q, Shape::new([b, kh, tk, d]), k.dtype);
+        let dv = empty(&q, Shape::new([b, kh, tk, d]), k.dtype);
         if b * h * tq * tk == 0 {
             return (dq, dk, dv);
         }
@@ -375,7 +380,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             (k, v)
         };
         let (dk_run, dv_run) = if groups > 1 {
-            let e = || empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, h, tk, d]), dk.dtype);
+            let e = || empty(&q, Shape::new([b, h, tk, d]), dk.dtype);
             (e(), e())
         } else {
             (dk.clone(), dv.clone())
