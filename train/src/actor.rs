@@ -2,7 +2,7 @@
 //! batched action sampling, and the per-token log-probs PPO needs.
 
 use crate::error::{Result, TrainError};
-use crate::sft::{Sample, truncate};
+use crate::sft::prompt_keep;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use mlagent_engine::{ChatMessage, ForwardInput, GenerateOptions, Qwen2, SamplingParams, TextTokenizer};
@@ -20,7 +20,9 @@ pub struct PromptCodec {
     pub eos: Vec<u32>,
     /// Left-padding id.
     pub pad: u32,
-    /// Longest prompt in tokens; longer ones keep their head (60 %) and tail (40 %), as SFT does.
+    /// Longest prompt in tokens; longer ones keep their head (60 %) and tail (40 %), cut by the
+    /// same function as SFT's samples ([`prompt_keep`]): act with the `max_prompt_tokens` the model
+    /// was trained with.
     pub max_prompt_tokens: usize,
 }
 
@@ -41,8 +43,7 @@ impl PromptCodec {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let prompt = self.tokenizer.apply_chat_template(&[ChatMessage::new("user", text)], true)?;
         let ids = self.tokenizer.encode(&prompt, false)?;
-        let labels = vec![false; ids.len()];
-        Ok(truncate(&Sample { ids, labels }, self.max_prompt_tokens).ids)
+        Ok(prompt_keep(ids.len(), self.max_prompt_tokens).into_iter().map(|i| ids[i]).collect())
     }
 
     /// The text of an action's tokens (special tokens dropped).

@@ -181,7 +181,11 @@ pub static EDIT_SCRIPT_AI: ActionDef = ActionDef {
 };
 
 fn edit_ai(ctx: &mut Ctx<'_>, a: EditAiArgs) -> Result<Outcome, ActionError> {
-    let helper = ctx.helper.ok_or(ActionError::NoEditor)?;
+    // Without a helper LLM, the built-in training tasks have the offline editor; other tasks have none.
+    let offline = ctx.helper.is_none() && crate::ideas::adapters::adapter(&ctx.task.name).is_some();
+    if ctx.helper.is_none() && !offline {
+        return Err(ActionError::NoEditor);
+    }
     // Validate both paths before spending a helper call.
     ctx.ws.writable(&a.save_name)?;
     let old = match ctx.ws.existing_file(&a.script_name) {
@@ -189,16 +193,29 @@ fn edit_ai(ctx: &mut Ctx<'_>, a: EditAiArgs) -> Result<Outcome, ActionError> {
         Err(crate::workspace::PathError::NotFound(_)) => String::new(),
         Err(e) => return Err(e.into()),
     };
-    let prompt = format!(
-        "Given this python script:\n```python\n{old}\n```\nEdit the script by following the instruction:\n{}\nProvide \
-         the full code after the edit, making no other changes. Start the python code with \"```python\". ",
-        a.edit_instruction
-    );
-    let reply = helper.complete(&prompt)?;
-    let new = extract_code(&reply);
+    let (new, note) = match ctx.helper {
+        Some(helper) => {
+            let prompt = format!(
+                "Given this python script:\n```python\n{old}\n```\nEdit the script by following the instruction:\n{}\n\
+                 Provide the full code after the edit, making no other changes. Start the python code with \"```python\". ",
+                a.edit_instruction
+            );
+            (extract_code(&helper.complete(&prompt)?), String::new())
+        }
+        None => {
+            let e = crate::ideas::editor::edit(&ctx.task.name, &a.edit_instruction)
+                .map_err(|e| ActionError::BadArgument(e.to_string()))?;
+            let note = format!(
+                "The offline editor matched the instruction to the change \"{}\" (similarity {:.2}) and wrote its complete \
+                 script. ",
+                e.change.text, e.similarity
+            );
+            (e.program, note)
+        }
+    };
     let path = write_with_backup(ctx, &a.save_name, &new)?;
     let body = format!(
-        "The edited file is saved to {}. Here is the diff, please check if the edit is correct and desirable:\n\n{}",
+        "{note}The edited file is saved to {}. Here is the diff, please check if the edit is correct and desirable:\n\n{}",
         a.save_name.trim(),
         line_diff(&old, &new)
     );

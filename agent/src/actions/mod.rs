@@ -118,10 +118,11 @@ pub enum ActionError {
     /// An argument has a value the action cannot use (e.g. a line range over 100 lines).
     #[error("{0}")]
     BadArgument(String),
-    /// Edit Script (AI) without a configured helper LLM.
+    /// Edit Script (AI) without a configured helper LLM on a task the offline editor does not know.
     #[error(
-        "no editor is configured for Edit Script (AI); use Write File with the complete new content instead \
-         (or start the environment with a helper LLM endpoint)"
+        "no editor is configured for Edit Script (AI) on this task (the offline editor knows only the built-in \
+         training tasks); use Write File with the complete new content instead (or start the environment with a \
+         helper LLM endpoint)"
     )]
     NoEditor,
     /// The helper LLM failed.

@@ -1,8 +1,10 @@
 //! The scripted expert: an offline policy that works through its ideas like a careful engineer would.
 //!
 //! Per episode it lists the files, inspects the starter, sometimes asks for a summary of the training data, runs the
-//! starter for a baseline, then for each idea writes a complete `train.py` implementing it (Write File with the code of
-//! [`crate::ideas::program`]), executes it and reads the metric from the observation. An improvement is kept and,
+//! starter for a baseline, then for each idea has `train.py` rewritten to implement it (Edit Script (AI) with the idea's
+//! words as the instruction, which the offline editor [`crate::ideas::editor`] turns into the code of
+//! [`crate::ideas::program`]; Write File with that code when the editor would not make exactly this change), executes
+//! it and reads the metric from the observation. An improvement is kept and,
 //! sometimes, tuned once more (a neighbouring hyperparameter); a regression is undone (Undo Edit Script); a crash or
 //! timeout gets one simpler, faster retry and is undone if that fails too. Before Final Answer it re-runs the kept
 //! script when the last submission came from an undone one. Nothing is faked: every metric comes from a real run, and
@@ -11,7 +13,7 @@
 
 use super::{observed_metric, response};
 use crate::ideas::adapters::{self, Adapter};
-use crate::ideas::{Ensemble, Idea, IdeaError, Model, Plan, Scaling, Validation, program};
+use crate::ideas::{Idea, IdeaError, Plan, editor, program};
 use crate::metric::Direction;
 use crate::policy::{Policy, PolicyError, Prompt};
 use crate::rng::Rng;
@@ -39,6 +41,7 @@ enum Last {
 struct Memory {
     rng: Rng,
     ideas: Vec<Idea>,
+    task: String,
     adapter: &'static Adapter,
     last: Last,
     /// The plan currently in train.py (None: the starter).
@@ -74,61 +77,14 @@ fn better(direction: Direction, new: f64, old: Option<f64>) -> bool {
     }
 }
 
-/// A neighbouring hyperparameter setting of the plan's model, with words for it.
+/// A neighbouring hyperparameter setting of the plan's model (up or down by a coin), with words for it.
 fn tuned(plan: &Plan, rng: &mut Rng) -> Option<(Plan, String)> {
     let up = rng.chance(0.5);
-    let (model, words) = match plan.model.clone() {
-        Model::Knn { k, weighted } => {
-            let k2 = if up || k <= 2 { k * 2 + 1 } else { k / 2 };
-            (Model::Knn { k: k2, weighted }, format!("use k = {k2} neighbours instead of {k}"))
-        }
-        Model::Ridge { lambda } => {
-            let l2 = if up { lambda * 10.0 } else { lambda / 10.0 };
-            (Model::Ridge { lambda: l2 }, format!("change the ridge penalty from {lambda} to {l2}"))
-        }
-        Model::Linear { lr, epochs, l2 } => {
-            if up {
-                (Model::Linear { lr, epochs: epochs * 2, l2 }, format!("train for {} epochs instead of {epochs}", epochs * 2))
-            } else {
-                let lr2 = lr * 3.0;
-                (Model::Linear { lr: lr2, epochs, l2 }, format!("raise the learning rate from {lr} to {lr2}"))
-            }
-        }
-        Model::NaiveBayes { smoothing } => {
-            let s2 = if up { smoothing * 10.0 } else { smoothing / 10.0 };
-            (Model::NaiveBayes { smoothing: s2 }, format!("change the variance smoothing from {smoothing} to {s2}"))
-        }
-        Model::Boosting { rounds, lr } => {
-            (Model::Boosting { rounds: rounds * 2, lr }, format!("boost for {} rounds instead of {rounds}", rounds * 2))
-        }
-        Model::Mlp { hidden, epochs, lr } => {
-            (Model::Mlp { hidden, epochs: epochs * 2, lr }, format!("train the network for {} epochs", epochs * 2))
-        }
-        Model::Centroid { cosine } => (
-            Model::Centroid { cosine: !cosine },
-            format!("score centroids by {}", if cosine { "Euclidean distance" } else { "cosine similarity" }),
-        ),
-    };
-    Some((Plan { model, ..plan.clone() }, words))
-}
-
-/// A simpler, faster variant after a crash or timeout.
-fn fallback(plan: &Plan) -> (Plan, String) {
-    let model = match plan.model {
-        Model::Mlp { .. } | Model::Boosting { .. } | Model::Linear { .. } => Model::Ridge { lambda: 0.01 },
-        Model::Knn { k, weighted } => Model::Knn { k: k.min(15), weighted },
-        ref m => m.clone(),
-    };
-    (
-        Plan {
-            model,
-            scaling: Scaling::Standard,
-            ensemble: Ensemble::None,
-            validation: Validation::None,
-            ..plan.clone()
-        },
-        "drop the ensemble and validation extras, standardise the features and use a simpler, faster model".into(),
-    )
+    let mut options = editor::tunings(plan);
+    if options.is_empty() {
+        return None;
+    }
+    Some(options.swap_remove(if up || options.len() == 1 { 0 } else { 1 }))
 }
 
 /// The last non-empty lines of a failed run's output.
@@ -138,12 +94,25 @@ fn error_tail(observation: &str) -> String {
 }
 
 impl Memory {
+    /// Change train.py to `plan`, described by `summary`: through Edit Script (AI) with `summary` as the instruction
+    /// when the offline editor turns it into exactly this plan (a short action), else with Write File and the
+    /// complete program.
     fn write(&mut self, idea: usize, plan: Plan, summary: String, thought: String, tuned: bool, fixed: bool) -> Result<String, IdeaError> {
-        let code = program::program(self.adapter, &plan, &summary)?;
+        let by_editor = editor::edit(&self.task, &summary).is_ok_and(|e| e.change.plan == plan && e.change.text == summary);
+        let action = if by_editor {
+            response(
+                &thought,
+                "Edit Script (AI)",
+                &[("script_name", json!("train.py")), ("edit_instruction", json!(summary)), ("save_name", json!("train.py"))],
+            )
+        } else {
+            let code = program::program(self.adapter, &plan, &summary)?;
+            response(&thought, "Write File", &[("file_name", json!("train.py")), ("content", json!(code))])
+        };
         self.stack.push(self.current.take());
         self.current = Some((plan, summary));
         self.last = Last::Wrote { idea, tuned, fixed };
-        Ok(response(&thought, "Write File", &[("file_name", json!("train.py")), ("content", json!(code))]))
+        Ok(action)
     }
 
     /// Start the next idea, or wrap up.
@@ -156,16 +125,12 @@ impl Memory {
                 task: idea.task.clone(),
                 message: format!("idea {} has no plan; the scripted expert needs generated ideas", idea.id),
             })?;
-            let opener = *self.rng.pick(&[
-                "Next I will try this idea",
-                "Let me implement the next idea",
-                "Now I will rewrite train.py to try",
+            let thought = self.rng.pick(&[
+                "Next I will try a new idea: the editor rewrites train.py, then I run it.",
+                "Let me implement the next idea in train.py and then run it.",
+                "Now I will change train.py to try another idea.",
             ]);
-            let thought = format!(
-                "{opener}: {} I will write the complete script to train.py (standard library only) and then run it.",
-                idea.text
-            );
-            return self.write(i, plan, idea.text.clone(), thought, false, false);
+            return self.write(i, plan, idea.text.clone(), thought.to_string(), false, false);
         }
         if self.stale_submission {
             self.last = Last::Reran;
@@ -181,7 +146,7 @@ impl Memory {
 
     fn finish(&mut self, _direction: Direction) -> Result<String, IdeaError> {
         self.last = Last::Finished;
-        let kept = self.current.as_ref().map_or("the unchanged starter script".to_string(), |(_, s)| s.clone());
+        let kept = self.current.as_ref().map_or("the unchanged starter script".to_string(), |(_, s)| short(s));
         let best = self.best.map_or("no graded run".into(), |b| format!("{b:.6}"));
         let base = self.baseline.map_or("unknown".into(), |b| format!("{b:.6}"));
         let summary = format!(
@@ -238,7 +203,7 @@ impl Memory {
             Last::Wrote { idea, tuned, fixed } => {
                 self.last = Last::Ran { idea, tuned, fixed };
                 Ok(response(
-                    "The script is written. Execute it to see the metric.",
+                    "train.py is changed. Execute it to see the metric.",
                     "Execute Script",
                     &[("script_name", json!("train.py"))],
                 ))
@@ -252,10 +217,10 @@ impl Memory {
                         self.best = Some(m);
                         self.stack.clear();
                         self.stale_submission = false;
-                        if !was_tuned && self.rng.chance(0.6) {
+                        if !was_tuned && !fixed && self.rng.chance(0.6) {
                             let plan = self.current.as_ref().map(|(p, _)| p.clone()).expect("a plan was written");
                             if let Some((plan2, words)) = tuned(&plan, &mut self.rng) {
-                                let summary = format!("{name} Tuned: {words}.");
+                                let summary = editor::tuned_text(&name, &words);
                                 let thought = format!(
                                     "The metric improved from {prev} to {m:.6}. Let me see whether a neighbouring \
                                      setting helps further: {words}."
@@ -278,11 +243,11 @@ impl Memory {
                     }
                     None if !fixed && !was_tuned => {
                         let plan = self.current.as_ref().map(|(p, _)| p.clone()).expect("a plan was written");
-                        let (plan2, words) = fallback(&plan);
-                        let summary = format!("{name} Simplified: {words}.");
+                        let (plan2, words) = editor::simplified(&plan);
+                        let summary = editor::simplified_text(&name, &words);
                         let thought = format!(
-                            "The run did not produce a graded submission ({}). I will {words}.",
-                            error_tail(obs)
+                            "The run did not produce a graded submission ({}). I will make the script simpler and faster.",
+                            short(&error_tail(obs))
                         );
                         self.write(idea, plan2, summary, thought, false, true)
                     }
@@ -340,6 +305,7 @@ impl Policy for ScriptedExpert {
                         Memory {
                             rng: Rng::new(self.seed, &format!("expert/{}", p.episode)),
                             ideas: p.ideas.clone(),
+                            task: p.state.task.clone(),
                             adapter,
                             last: Last::Start,
                             current: None,

@@ -34,7 +34,11 @@ fn scripted_episode_runs_ideas_and_keeps_the_best() {
     let names: Vec<_> = outcomes.iter().map(|(_, o)| o.action.clone().unwrap()).collect();
     assert_eq!(names[0], "List Files");
     assert_eq!(names.last().unwrap(), "Final Answer");
-    assert!(names.iter().filter(|n| *n == "Write File").count() >= 3, "{names:?}");
+    // Every idea goes through the offline editor: short actions whose observation names the change made.
+    let edits: Vec<_> = outcomes.iter().filter(|(_, o)| o.action.as_deref() == Some("Edit Script (AI)")).collect();
+    assert!(edits.len() >= 3 && !names.iter().any(|n| n == "Write File"), "{names:?}");
+    assert!(edits.iter().all(|(_, o)| o.kind == ActionKind::Edit && o.observation.contains("The offline editor matched")));
+    assert!(edits.iter().any(|(_, o)| o.observation.contains(&picked[0].text)), "{edits:#?}");
     let graded: Vec<f64> =
         outcomes.iter().filter(|(_, o)| o.action.as_deref() == Some("Execute Script")).filter_map(|(_, o)| o.metric).collect();
     assert!(graded.len() >= 4, "{graded:?}");
@@ -79,12 +83,12 @@ fn failures_get_one_fallback_then_are_undone() {
     }
     assert_eq!(action(&r), "Execute Script");
     let w = ask(Some("ok\nSubmission graded: mae (lower is better) = 50000.000000 (previous 52432.700000)."));
-    assert_eq!(action(&w), "Write File");
-    assert!(crate::parse::parse(&w).is_ok(), "{w}");
+    assert_eq!(action(&w), "Edit Script (AI)");
+    assert!(w.contains(&pool[3].text) && crate::parse::parse(&w).is_ok(), "{w}");
     assert_eq!(action(&ask(Some("File train.py written."))), "Execute Script");
     let fix = ask(Some("Traceback (most recent call last):\nValueError: boom\nThe script failed with exit code 1."));
-    assert_eq!(action(&fix), "Write File");
-    assert!(fix.contains("ValueError: boom") && fix.contains("simpler"), "{fix}");
+    assert_eq!(action(&fix), "Edit Script (AI)");
+    assert!(fix.contains("ValueError: boom") && fix.contains("Simplified:"), "{fix}");
     assert_eq!(action(&ask(Some("File train.py written."))), "Execute Script");
     assert_eq!(action(&ask(Some("The script timed out after 60 s and was stopped."))), "Undo Edit Script");
     assert_eq!(action(&ask(Some("Restored train.py."))), "Undo Edit Script");

@@ -10,6 +10,7 @@
 //! for the LLM expert).
 
 pub mod adapters;
+pub mod editor;
 pub mod program;
 
 use crate::helper::{Helper, HelperError};

@@ -48,6 +48,12 @@ pub struct Args {
     /// Truncate samples to this many tokens (keeps the prompt's head and tail and the action).
     #[arg(long)]
     cutoff_len: Option<usize>,
+    /// Longest prompt kept, in tokens (default: --cutoff-len minus --eval-max-new-tokens). Prompts
+    /// keep their first 60 % and last 40 %, cut exactly as `mlagent rl` and `mlagent eval` cut them
+    /// with the same --max-prompt-tokens: give those commands this value, so the model acts on
+    /// prompts shaped like the ones it learnt from.
+    #[arg(long)]
+    max_prompt_tokens: Option<usize>,
     /// Linear warmup steps.
     #[arg(long, default_value_t = 0)]
     warmup: usize,
@@ -74,7 +80,7 @@ pub struct Args {
     /// States for --eval-states (spread evenly over the file's states).
     #[arg(long, default_value_t = 32)]
     eval_states_count: usize,
-    /// Longest greedy action in --eval-states, in tokens (prompts are cut to --cutoff-len minus this).
+    /// Longest greedy action in --eval-states, in tokens (prompts are cut to --max-prompt-tokens).
     #[arg(long, default_value_t = 128)]
     eval_max_new_tokens: usize,
     /// Also evaluate the starting model on the same states, for comparison.
@@ -90,16 +96,13 @@ fn eval_states<B: burn::tensor::backend::Backend + mlagent_kernels::KernelBacken
     args: &Args,
     model: &mlagent_engine::Qwen2<B>,
     model_dir: &std::path::Path,
-    cutoff: usize,
+    max_prompt_tokens: usize,
     label: &str,
     device: &B::Device,
 ) -> Result<Option<mlagent_train::state_eval::StatesEval>> {
     let Some(path) = &args.eval_states else { return Ok(None) };
     let pool = mlagent_train::rl::StatesPool::from_jsonl(path, args.suite_seed)?;
-    if cutoff <= args.eval_max_new_tokens + 16 {
-        bail!("--cutoff-len {cutoff} leaves no room for --eval-max-new-tokens {}", args.eval_max_new_tokens);
-    }
-    let codec = mlagent_train::actor::PromptCodec::from_dir(model_dir, cutoff - args.eval_max_new_tokens)?;
+    let codec = mlagent_train::actor::PromptCodec::from_dir(model_dir, max_prompt_tokens)?;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let work = args.out.join("eval_states").join(label);
     let r = mlagent_train::state_eval::evaluate_states(
@@ -127,6 +130,7 @@ struct Task {
     args: Args,
     samples: Vec<Sample>,
     cfg: SftConfig,
+    max_prompt_tokens: usize,
     model_dir: PathBuf,
     config: Qwen2Config,
     eos: Vec<u32>,
@@ -138,7 +142,7 @@ impl AutodiffTask for Task {
     where
         B::InnerBackend: mlagent_kernels::KernelBackend,
     {
-        let Task { args, samples, cfg, model_dir, config, eos } = self;
+        let Task { args, samples, cfg, max_prompt_tokens, model_dir, config, eos } = self;
         let run_device = device.clone();
         let mut run = match &args.resume {
             Some(dir) => SftRun::<B>::resume(dir, &samples, device)?,
@@ -179,10 +183,10 @@ impl AutodiffTask for Task {
             let mut report = serde_json::Map::new();
             if args.eval_base {
                 let (base, _) = mlagent_engine::io::load::<B::InnerBackend>(&model_dir, FloatDType::F32, &run_device)?;
-                let r = eval_states(&args, &base, &model_dir, run.cfg.cutoff_len, "base", &run_device)?;
+                let r = eval_states(&args, &base, &model_dir, max_prompt_tokens, "base", &run_device)?;
                 report.insert("base".into(), serde_json::to_value(r)?);
             }
-            let r = eval_states(&args, &run.model.valid(), &final_dir, run.cfg.cutoff_len, "sft", &run_device)?;
+            let r = eval_states(&args, &run.model.valid(), &final_dir, max_prompt_tokens, "sft", &run_device)?;
             report.insert("sft".into(), serde_json::to_value(r)?);
             let path = args.out.join("eval_states.json");
             std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("{}", path.display()))?;
@@ -215,10 +219,19 @@ pub fn run(args: Args) -> Result<()> {
         save_every: args.save_every,
         max_steps: args.max_steps,
     };
+    let max_prompt_tokens = match args.max_prompt_tokens {
+        Some(m) => m,
+        None if cfg.cutoff_len > args.eval_max_new_tokens + 16 => cfg.cutoff_len - args.eval_max_new_tokens,
+        None => bail!("--cutoff-len {} leaves no room for --eval-max-new-tokens {}", cfg.cutoff_len, args.eval_max_new_tokens),
+    };
+    if max_prompt_tokens < 16 || max_prompt_tokens >= cfg.cutoff_len {
+        bail!("--max-prompt-tokens {max_prompt_tokens} must be at least 16 and below --cutoff-len {}", cfg.cutoff_len);
+    }
     let conversations = read_conversations(&args.data)?;
     let mut samples = Vec::with_capacity(conversations.len());
     for (i, c) in conversations.iter().enumerate() {
-        let s = truncate(&tokenize(&tok, c).with_context(|| format!("{} sample {}", args.data.display(), i + 1))?, cfg.cutoff_len);
+        let s = tokenize(&tok, c).with_context(|| format!("{} sample {}", args.data.display(), i + 1))?;
+        let s = truncate(&s, cfg.cutoff_len, max_prompt_tokens);
         if s.label_count() > 0 {
             samples.push(s);
         }
@@ -227,8 +240,12 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{}: no sample has assistant tokens left after truncation to {}", args.data.display(), cfg.cutoff_len);
     }
     let tokens: usize = samples.iter().map(|s| s.ids.len()).sum();
-    println!("{} samples, {tokens} tokens ({} labelled); {cfg:?}", samples.len(), samples.iter().map(Sample::label_count).sum::<usize>());
+    println!(
+        "{} samples, {tokens} tokens ({} labelled), prompts cut to {max_prompt_tokens}; {cfg:?}",
+        samples.len(),
+        samples.iter().map(Sample::label_count).sum::<usize>()
+    );
     let eos = mlagent_engine::tokenizer::eos_ids(&model_dir, Some(&tok))?;
     let device = args.device;
-    device.run_autodiff(Task { args, samples, cfg, model_dir, config, eos })
+    device.run_autodiff(Task { args, samples, cfg, max_prompt_tokens, model_dir, config, eos })
 }

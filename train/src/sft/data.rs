@@ -101,24 +101,28 @@ pub fn tokenize(tok: &TextTokenizer, messages: &Value) -> Result<Sample> {
     Ok(Sample { ids, labels })
 }
 
-/// Truncates to `cutoff` tokens. Labelled tokens at the end are kept first (up to half the cutoff
-/// when the prompt is long); of the prompt before them, the first 60% of the remaining budget
-/// (the task header) and the last 40% (the most recent history and the cue) are kept and the
-/// middle (older history) is dropped.
-pub fn truncate(s: &Sample, cutoff: usize) -> Sample {
-    let n = s.ids.len();
-    if n <= cutoff {
-        return s.clone();
+/// Cuts a prompt to at most `max` tokens: its first 60 % (the task header) and its last 40 % (the
+/// most recent history and the cue) are kept and the middle (older history) is dropped. Training
+/// ([`truncate`]) and acting ([`crate::actor::PromptCodec`]) cut with this one function and the same
+/// `max`, so the model acts on prompts shaped exactly like those it learnt from: a model trained on
+/// one cut and run on another (the cut's seam at another position) was measured to break down.
+pub fn prompt_keep(len: usize, max: usize) -> Vec<usize> {
+    if len <= max {
+        return (0..len).collect();
     }
+    let head = max * 3 / 5;
+    let tail = max - head;
+    (0..head).chain(len - tail..len).collect()
+}
+
+/// Truncates a sample to at most `cutoff` tokens. The prompt (everything before the final labelled
+/// run, the action) is cut by [`prompt_keep`] to at most `max_prompt` tokens, exactly as the
+/// model's prompts are cut when it acts; the action keeps its first `cutoff − prompt` tokens.
+pub fn truncate(s: &Sample, cutoff: usize, max_prompt: usize) -> Sample {
     // The completion: the trailing run that starts at the last labelled chunk.
     let first_label = s.labels.iter().rposition(|&l| !l).map_or(0, |p| p + 1);
-    let completion = n - first_label;
-    let keep_completion = completion.min(cutoff.saturating_sub((n - completion).min(cutoff / 2)));
-    let budget = cutoff - keep_completion;
-    let head = budget * 3 / 5;
-    let tail = budget - head;
-    let mut idx: Vec<usize> = (0..head).collect();
-    idx.extend(first_label - tail..first_label);
+    let mut idx = prompt_keep(first_label, max_prompt.min(cutoff));
+    let keep_completion = (s.ids.len() - first_label).min(cutoff - idx.len());
     idx.extend(first_label..first_label + keep_completion);
     Sample { ids: idx.iter().map(|&i| s.ids[i]).collect(), labels: idx.iter().map(|&i| s.labels[i]).collect() }
 }
@@ -130,14 +134,31 @@ mod tests {
     #[test]
     fn truncation_keeps_head_tail_and_completion() {
         let s = Sample { ids: (0..100).collect(), labels: (0..100).map(|i| i >= 90).collect() };
-        let t = truncate(&s, 40);
+        let t = truncate(&s, 40, 30);
         assert_eq!(t.ids.len(), 40);
-        // 10 completion tokens kept whole; 30 prompt tokens: 18 head + 12 tail.
+        // 30 prompt tokens: 18 head + 12 tail; the 10 completion tokens whole.
         assert_eq!(&t.ids[..18], &(0..18).collect::<Vec<u32>>()[..]);
         assert_eq!(&t.ids[18..30], &(78..90).collect::<Vec<u32>>()[..]);
         assert_eq!(&t.ids[30..], &(90..100).collect::<Vec<u32>>()[..]);
         assert_eq!(t.labels.iter().filter(|&&l| l).count(), 10);
-        assert_eq!(truncate(&s, 200), s);
+        // A long action is cut at the cutoff, after the same prompt.
+        let t = truncate(&s, 35, 30);
+        assert_eq!(&t.ids[..30], &truncate(&s, 40, 30).ids[..30]);
+        assert_eq!(&t.ids[30..], &(90..95).collect::<Vec<u32>>()[..]);
+        assert_eq!(truncate(&s, 200, 150), s);
+    }
+
+    #[test]
+    fn training_prompts_are_cut_as_acting_prompts_are() {
+        // The prompt part of every training sample equals the prompt alone cut for acting,
+        // whatever the action's length.
+        for action in [3usize, 17, 40] {
+            let n = 120 + action;
+            let s = Sample { ids: (0..n as u32).collect(), labels: (0..n).map(|i| i >= 120).collect() };
+            let acting: Vec<u32> = prompt_keep(120, 48).into_iter().map(|i| i as u32).collect();
+            assert_eq!(&truncate(&s, 64, 48).ids[..48], &acting[..]);
+        }
+        assert_eq!(prompt_keep(5, 48), vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

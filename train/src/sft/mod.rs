@@ -5,5 +5,5 @@ pub mod loss;
 pub mod schedule;
 pub mod trainer;
 
-pub use data::{Sample, read_conversations, tokenize, truncate};
+pub use data::{Sample, prompt_keep, read_conversations, tokenize, truncate};
 pub use trainer::{SftConfig, SftRun, StepMetrics};
