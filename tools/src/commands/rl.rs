@@ -90,7 +90,9 @@ pub struct Args {
     /// Longest action in tokens.
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    /// Longest prompt in tokens (head and tail kept, as SFT truncates).
+    /// Longest prompt in tokens: longer ones keep their first 60 % and last 40 %, cut exactly as `mlagent sft`
+    /// cuts its samples; give the --max-prompt-tokens the model was trained with (default for small models: 2048
+    /// minus --max-new-tokens, as in `mlagent sft`).
     #[arg(long)]
     max_prompt_tokens: Option<usize>,
     /// Prompts per generate call.

@@ -81,7 +81,7 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     eval_states_count: usize,
     /// Longest greedy action in --eval-states, in tokens (prompts are cut to --max-prompt-tokens).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 256)]
     eval_max_new_tokens: usize,
     /// Also evaluate the starting model on the same states, for comparison.
     #[arg(long)]
