@@ -4,7 +4,8 @@
 //! CPU path, and what the CubeCL kernels are tested against. The engine calls [`attention::attention`]
 //! for every attention in the model, so a fused kernel replaces the reference in one place.
 //! Fused ops go through [`KernelBackend`]: CubeCL kernels on `CubeBackend` (CUDA, WGPU), recorded
-//! custom ops under `Fusion`, custom backward under `Autodiff`, the reference everywhere else.
+//! custom ops under `Fusion`, custom backward under `Autodiff`, a fused host implementation on the
+//! CPU backend (burn-flex, f32), the reference everywhere else.
 //!
 //! Letters used in shape comments: B batch, H query heads, K key/value heads, G = H / K query heads
 //! per KV head, Tq query tokens, Tk key tokens, D head dim, N tokens of a loss, V vocabulary.
@@ -13,6 +14,7 @@ pub mod attention;
 pub mod attention_ops;
 mod autodiff;
 pub mod check;
+pub mod cpu_attention;
 pub mod cube;
 mod fusion;
 pub mod ops;

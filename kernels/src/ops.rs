@@ -1,7 +1,7 @@
 //! The backend-extension trait through which the fused ops run.
 //!
-//! Each method's default body is the plain-burn reference (the CPU path for Flex and NdArray);
-//! `CubeBackend` overrides them with CubeCL kernels (`cube/`), `Fusion<B>` records them as custom
+//! Each method's default body is the plain-burn reference (the CPU path for NdArray, and for Flex
+//! except attention, which Flex runs through [`crate::cpu_attention`]); `CubeBackend` overrides them with CubeCL kernels (`cube/`), `Fusion<B>` records them as custom
 //! operations that call the inner backend, and `Autodiff<B>` attaches the custom backward.
 //! Primitives are used instead of `Tensor` because that is the level at which backends compose.
 
@@ -120,4 +120,34 @@ pub fn logprobs_bwd_reference<B: Backend>(
 
 impl KernelBackend for burn::backend::NdArray<f32> {}
 impl KernelBackend for burn::backend::NdArray<f64> {}
-impl KernelBackend for burn::backend::Flex {}
+/// The CPU backend: attention through the fused host implementation ([`crate::cpu_attention`]),
+/// unless `MLAGENT_CPU_ATTENTION=reference` asks for the plain-ops reference (for A/B benchmarks).
+impl KernelBackend for burn::backend::Flex {
+    fn fused_attention() -> bool {
+        static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FUSED.get_or_init(|| std::env::var("MLAGENT_CPU_ATTENTION").map_or(true, |v| v != "reference"))
+    }
+
+    fn flash_attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pad: IntTensor<Self>,
+        params: FlashParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cpu_attention::flash_fwd_host::<Self>(q, k, v, pad, params)
+    }
+
+    fn flash_attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        pad: IntTensor<Self>,
+        params: FlashParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cpu_attention::flash_bwd_host::<Self>(q, k, v, out, lse, dout, pad, params)
+    }
+}
