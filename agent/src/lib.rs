@@ -36,6 +36,7 @@ pub mod metric;
 pub mod parse;
 pub mod policy;
 pub mod prompt;
+pub mod prompt_fit;
 pub mod reward;
 pub mod rng;
 pub mod sandbox;

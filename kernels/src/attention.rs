@@ -100,7 +100,11 @@ pub fn attention<B: KernelBackend>(
     v: Tensor<B, 4>,
     mask: &AttentionMask<B>,
 ) -> Tensor<B, 4> {
-    if B::fused_attention() { crate::flash_attention(q, k, v, mask) } else { attention_reference(q, k, v, mask) }
+    if B::fused_attention() && q.dims()[2] >= B::fused_attention_min_queries() {
+        crate::flash_attention(q, k, v, mask)
+    } else {
+        attention_reference(q, k, v, mask)
+    }
 }
 
 /// Plain-burn attention: the specification the fused kernels are tested against.

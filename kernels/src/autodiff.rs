@@ -67,6 +67,10 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         B::fused_attention()
     }
 
+    fn fused_attention_min_queries() -> usize {
+        B::fused_attention_min_queries()
+    }
+
     fn flash_attention_fwd(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

@@ -105,6 +105,10 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
         B::fused_attention()
     }
 
+    fn fused_attention_min_queries() -> usize {
+        B::fused_attention_min_queries()
+    }
+
     fn logprobs_fwd(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let client = logits.client.clone();
         let n = logits.shape[0];

@@ -27,6 +27,13 @@ pub trait KernelBackend: Backend {
         false
     }
 
+    /// Fewest query tokens for which [`crate::attention::attention`] takes the fused op (below, the
+    /// reference). The CPU's host implementation copies K and V out of the backend's tensors, which
+    /// costs more than it saves for a one-token decode step.
+    fn fused_attention_min_queries() -> usize {
+        1
+    }
+
     /// Target log-probs and row log-sum-exps: `logits [N, V]`, `targets [N]` → `(logp [N], lse [N])`.
     fn logprobs_fwd(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         logprobs_fwd_reference::<Self>(logits, targets)
@@ -126,6 +133,10 @@ impl KernelBackend for burn::backend::Flex {
     fn fused_attention() -> bool {
         static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *FUSED.get_or_init(|| std::env::var("MLAGENT_CPU_ATTENTION").map_or(true, |v| v != "reference"))
+    }
+
+    fn fused_attention_min_queries() -> usize {
+        2 // decode steps (one query) take the reference: measured faster (BENCHMARKS.md)
     }
 
     fn flash_attention_fwd(

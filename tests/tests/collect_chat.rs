@@ -4,7 +4,8 @@
 //! preset's tokenizer (ChatML template) renders each sample's prompt, and that must equal the template applied to
 //! `State::messages()` of the state rebuilt from the trajectory — what the model-backed policy renders at run time.
 //! The full conversation (prompt + expert response) must extend the prompt's rendering, so assistant-only labels
-//! start exactly where the policy's generation starts, and the tokenizer must round-trip it.
+//! start exactly where the policy's generation starts, and the tokenizer must round-trip it. With a prompt budget far
+//! below the prompts' length, SFT's fitted and cut prompt must equal the acting prompt token for token.
 
 use burn::backend::Flex;
 use mlagent_agent::collect::{self, CollectConfig, IdeaSource};
@@ -15,6 +16,8 @@ use mlagent_agent::suite;
 use mlagent_agent::trace::Trajectory;
 use mlagent_engine::preset::{Preset, write_preset};
 use mlagent_engine::{ChatMessage, TextTokenizer};
+use mlagent_train::actor::PromptCodec;
+use mlagent_train::sft::{fit_messages, tokenize, truncate};
 
 #[test]
 fn collected_samples_render_through_the_chat_template_as_the_policy_sees_them() {
@@ -54,6 +57,9 @@ fn collected_samples_render_through_the_chat_template_as_the_policy_sees_them() 
     let description = task.description_text().unwrap();
     let states = collect::step_states(&task, &description, &trajs[0], &cfg.episode);
     assert_eq!(states.len(), messages.len());
+    const MAX_PROMPT: usize = 384;
+    let codec = PromptCodec::from_dir(model_dir.path(), MAX_PROMPT).unwrap();
+    let mut fitted = 0;
     for (i, ((m, s), state)) in messages.iter().zip(&sharegpt).zip(&states).enumerate() {
         // What the policy sees: State::messages() through the template, with the generation prompt.
         let live: Vec<ChatMessage> = state.messages().into_iter().map(|x| ChatMessage::new(x.role, x.content)).collect();
@@ -72,5 +78,22 @@ fn collected_samples_render_through_the_chat_template_as_the_policy_sees_them() 
         assert_eq!(full, format!("{policy_text}{response}<|im_end|>\n"), "step {i}");
         assert_eq!(&full_ids[..ids.len()], &ids[..], "step {i}: prompt tokens are a prefix of the sample's tokens");
         assert_eq!(tok.decode(&full_ids, false).unwrap(), full, "step {i}");
+        // Small budget: the SFT sample's prompt (fitted, tokenised, cut) is the acting prompt.
+        let acting = codec.encode(&state.render()).unwrap();
+        assert!(acting.len() <= MAX_PROMPT, "step {i}: {} tokens", acting.len());
+        let sample = truncate(&tokenize(&tok, &fit_messages(&tok, &m["messages"], MAX_PROMPT).unwrap()).unwrap(), 640, MAX_PROMPT);
+        let first_label = sample.labels.iter().position(|&l| l).unwrap();
+        assert_eq!(&sample.ids[..first_label], &acting[..], "step {i}");
+        let text = tok.decode(&acting, false).unwrap();
+        if text.contains("Tools: List Files, ") {
+            fitted += 1;
+            // The fitted prompt keeps the task title, the newest response and the cue.
+            assert!(text.contains("Research Problem: # "), "step {i}");
+            if let Some(last) = state.history.last() {
+                assert!(text.contains(last.response.trim()), "step {i}: newest response missing");
+            }
+            assert!(text.contains(&format!("Step {} (of at most 30). Now respond", state.step)), "step {i}");
+        }
     }
+    assert_eq!(fitted, states.len(), "every prompt is longer than {MAX_PROMPT} tokens and is fitted");
 }

@@ -2,7 +2,7 @@
 //! batched action sampling, and the per-token log-probs PPO needs.
 
 use crate::error::{Result, TrainError};
-use crate::sft::prompt_keep;
+use crate::sft::{fit_user_text, prompt_keep};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use mlagent_engine::{ChatMessage, ForwardInput, GenerateOptions, Qwen2, SamplingParams, TextTokenizer};
@@ -20,9 +20,9 @@ pub struct PromptCodec {
     pub eos: Vec<u32>,
     /// Left-padding id.
     pub pad: u32,
-    /// Longest prompt in tokens; longer ones keep their head (60 %) and tail (40 %), cut by the
-    /// same function as SFT's samples ([`prompt_keep`]): act with the `max_prompt_tokens` the model
-    /// was trained with.
+    /// Longest prompt in tokens; longer ones are fitted by their structure ([`fit_user_text`]),
+    /// then keep their head (60 %) and tail (40 %) ([`prompt_keep`]) if still too long, by the same
+    /// functions as SFT's samples: act with the `max_prompt_tokens` the model was trained with.
     pub max_prompt_tokens: usize,
 }
 
@@ -41,7 +41,8 @@ impl PromptCodec {
 
     /// The user turn `text` with the generation prompt, tokenised and truncated.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let prompt = self.tokenizer.apply_chat_template(&[ChatMessage::new("user", text)], true)?;
+        let text = fit_user_text(&self.tokenizer, text, self.max_prompt_tokens)?;
+        let prompt = self.tokenizer.apply_chat_template(&[ChatMessage::new("user", &text)], true)?;
         let ids = self.tokenizer.encode(&prompt, false)?;
         Ok(prompt_keep(ids.len(), self.max_prompt_tokens).into_iter().map(|i| ids[i]).collect())
     }

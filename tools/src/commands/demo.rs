@@ -79,7 +79,7 @@ impl Plan {
                 trajectories_per_task: 2,
                 collect_max_steps: 12,
                 sft_cutoff: 640,
-                sft_epochs: 3,
+                sft_epochs: 12,
                 sft_batch_size: 4,
                 sft_grad_accum: 1,
                 sft_lr: 2e-3,

@@ -42,9 +42,10 @@ pub struct Args {
     /// Longest action in tokens.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
-    /// Longest prompt in tokens: longer ones keep their first 60 % and last 40 %, cut exactly as `mlagent sft`
-    /// cuts its samples; give the --max-prompt-tokens the model was trained with (default for small models: 2048
-    /// minus --max-new-tokens, as in `mlagent sft`).
+    /// Longest prompt in tokens: longer ones are shortened by their structure (tool manual to names, observations
+    /// cut in the middle; responses and the cue kept), then cut to their first 60 % and last 40 % if still too long,
+    /// exactly as `mlagent sft` cuts its samples; give the --max-prompt-tokens the model was trained with (default: 384 for small models,
+    /// as `mlagent sft` trains them; 14000 otherwise).
     #[arg(long)]
     max_prompt_tokens: Option<usize>,
     /// Prompts per generate call.
@@ -146,7 +147,11 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|n| suite::resolve(n, args.env.suite_seed).with_context(|| format!("task {n}")))
         .collect::<Result<Vec<_>>>()?;
-    let max_prompt_tokens = args.max_prompt_tokens.unwrap_or(2048 - args.max_new_tokens.min(1024));
+    let max_prompt_tokens = args.max_prompt_tokens.unwrap_or(if super::is_small(&args.model) {
+        super::SMALL_MAX_PROMPT_TOKENS
+    } else {
+        14_000
+    });
     let job = Job {
         model: args.model.clone(),
         max_prompt_tokens,

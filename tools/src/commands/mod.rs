@@ -62,6 +62,21 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// Models under this many parameters (the tiny preset) get the small-model defaults below.
+pub const SMALL_MODEL_PARAMS: usize = 100_000_000;
+/// Small models: SFT samples are cut to this many tokens ...
+pub const SMALL_CUTOFF: usize = 640;
+/// ... of which actions (and generation) get up to this many ...
+pub const SMALL_MAX_NEW_TOKENS: usize = 256;
+/// ... and prompts the rest: `sft`, `rl` and `eval` all default to it, so a small model acts on
+/// prompts fitted exactly as it was trained on (measured: BENCHMARKS.md, "Unseen-state valid rate").
+pub const SMALL_MAX_PROMPT_TOKENS: usize = SMALL_CUTOFF - SMALL_MAX_NEW_TOKENS;
+
+/// Whether the model in `dir` takes the small-model defaults (false if its config cannot be read).
+pub fn is_small(dir: &std::path::Path) -> bool {
+    mlagent_engine::Qwen2Config::from_dir(dir).is_ok_and(|c| info::parameter_count(&c) < SMALL_MODEL_PARAMS)
+}
+
 /// Copies the files of `from` into a fresh `to`.
 pub fn copy_model_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     if to.exists() {

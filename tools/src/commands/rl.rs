@@ -90,9 +90,10 @@ pub struct Args {
     /// Longest action in tokens.
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    /// Longest prompt in tokens: longer ones keep their first 60 % and last 40 %, cut exactly as `mlagent sft`
-    /// cuts its samples; give the --max-prompt-tokens the model was trained with (default for small models: 2048
-    /// minus --max-new-tokens, as in `mlagent sft`).
+    /// Longest prompt in tokens: longer ones are shortened by their structure (tool manual to names, observations
+    /// cut in the middle; responses and the cue kept), then cut to their first 60 % and last 40 % if still too long,
+    /// exactly as `mlagent sft` cuts its samples; give the --max-prompt-tokens the model was trained with (default: 384 for small models,
+    /// as `mlagent sft` trains them; 14000 otherwise).
     #[arg(long)]
     max_prompt_tokens: Option<usize>,
     /// Prompts per generate call.
@@ -205,9 +206,10 @@ pub fn run(args: Args) -> Result<()> {
         (Some(_), _, _) => None,
         (None, Some(model), Some(data)) => {
             let config = Qwen2Config::from_dir(model)?;
-            let small = super::info::parameter_count(&config) < 100_000_000;
-            let max_new_tokens = args.max_new_tokens.unwrap_or(if small { 256 } else { 1024 });
-            let max_prompt_tokens = args.max_prompt_tokens.unwrap_or(if small { 2048 - max_new_tokens } else { 14_000 });
+            let small = super::info::parameter_count(&config) < super::SMALL_MODEL_PARAMS;
+            let max_new_tokens = args.max_new_tokens.unwrap_or(if small { super::SMALL_MAX_NEW_TOKENS } else { 1024 });
+            let max_prompt_tokens =
+                args.max_prompt_tokens.unwrap_or(if small { super::SMALL_MAX_PROMPT_TOKENS } else { 14_000 });
             Some(RlConfig {
                 mode: if args.mode == "episode" { Mode::Episode } else { Mode::Step },
                 reference: model.clone(),

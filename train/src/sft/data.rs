@@ -1,10 +1,11 @@
 //! SFT samples: conversations from ShareGPT (`conversations` with `from: human|gpt`, as
 //! LLaMA-Factory reads) or OpenAI-messages JSONL, tokenised through the model's chat template with
-//! labels only on assistant tokens, and truncated to a cutoff that keeps the prompt's head (the
-//! task header) and its tail (the most recent history and the cue).
+//! labels only on assistant tokens, and truncated to a cutoff: user turns are first fitted to the
+//! prompt budget by their structure (task title, recent responses, the ends of observations, the
+//! cue), then whatever still overflows keeps the prompt's head and tail.
 
 use crate::error::{Result, TrainError};
-use mlagent_engine::TextTokenizer;
+use mlagent_engine::{ChatMessage, TextTokenizer};
 use serde_json::Value;
 use std::path::Path;
 
@@ -101,8 +102,9 @@ pub fn tokenize(tok: &TextTokenizer, messages: &Value) -> Result<Sample> {
     Ok(Sample { ids, labels })
 }
 
-/// Cuts a prompt to at most `max` tokens: its first 60 % (the task header) and its last 40 % (the
-/// most recent history and the cue) are kept and the middle (older history) is dropped. Training
+/// Cuts a prompt to at most `max` tokens: its first 60 % and its last 40 % (the most recent history
+/// and the cue) are kept and the middle is dropped. For rendered states this applies only to what
+/// [`fit_user_text`] could not shorten. Training
 /// ([`truncate`]) and acting ([`crate::actor::PromptCodec`]) cut with this one function and the same
 /// `max`, so the model acts on prompts shaped exactly like those it learnt from: a model trained on
 /// one cut and run on another (the cut's seam at another position) was measured to break down.
@@ -113,6 +115,27 @@ pub fn prompt_keep(len: usize, max: usize) -> Vec<usize> {
     let head = max * 3 / 5;
     let tail = max - head;
     (0..head).chain(len - tail..len).collect()
+}
+
+/// Fits a user turn into a prompt of at most `max_prompt` tokens (chat template included) by its
+/// structure ([`mlagent_agent::prompt_fit::fit`]): the tool manual, format and grading text give
+/// way first, the observations are cut in the middle, the responses and the cue stay. SFT samples
+/// ([`fit_messages`]) and acting ([`crate::actor::PromptCodec`]) both fit through this function
+/// with the same `max_prompt`, before [`prompt_keep`] cuts whatever still overflows.
+pub fn fit_user_text(tok: &TextTokenizer, text: &str, max_prompt: usize) -> Result<String> {
+    let overhead = tok.encode(&tok.apply_chat_template(&[ChatMessage::new("user", "")], true)?, false)?.len();
+    let count = |s: &str| tok.encode(s, false).map_or(usize::MAX, |v| v.len());
+    Ok(mlagent_agent::prompt_fit::fit(text, max_prompt.saturating_sub(overhead), &count))
+}
+
+/// A conversation with each user turn fitted by [`fit_user_text`].
+pub fn fit_messages(tok: &TextTokenizer, messages: &Value, max_prompt: usize) -> Result<Value> {
+    let mut msgs = messages.as_array().expect("messages array").clone();
+    for m in msgs.iter_mut().filter(|m| m["role"] == "user") {
+        let text = m["content"].as_str().unwrap_or_default().to_string();
+        m["content"] = Value::String(fit_user_text(tok, &text, max_prompt)?);
+    }
+    Ok(Value::Array(msgs))
 }
 
 /// Truncates a sample to at most `cutoff` tokens. The prompt (everything before the final labelled

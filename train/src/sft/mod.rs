@@ -5,5 +5,5 @@ pub mod loss;
 pub mod schedule;
 pub mod trainer;
 
-pub use data::{Sample, prompt_keep, read_conversations, tokenize, truncate};
+pub use data::{Sample, fit_messages, fit_user_text, prompt_keep, read_conversations, tokenize, truncate};
 pub use trainer::{SftConfig, SftRun, StepMetrics};
