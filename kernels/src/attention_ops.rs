@@ -216,14 +216,10 @@ pub fn flash_attention<B: KernelBackend>(
 mod tests {
     use super::*;
     use crate::attention::attention_reference;
-    use crate::check::{max_abs_diff, uniform};
+    use crate::check::{max_abs_diff, uniform_tensor as rand4};
     use burn::backend::{Autodiff, NdArray};
 
     type A = Autodiff<NdArray<f32>>;
-
-    fn rand4<Bk: Backend>(shape: [usize; 4], seed: u64) -> Tensor<Bk, 4> {
-        Tensor::from_data(TensorData::new(uniform(shape.iter().product(), seed), shape), &Default::default())
-    }
 
     fn v<Bk: Backend>(t: Tensor<Bk, 4>) -> Vec<f32> {
         t.into_data().convert::<f32>().to_vec().unwrap()
@@ -235,7 +231,7 @@ mod tests {
         type B = NdArray<f32>;
         let (b, h, kh, tq, tk, d) = (2, 6, 2, 5, 5, 4);
         let mask = AttentionMask::<B>::new(true, 0, Some(vec![2, 0]), tq, tk, &Default::default());
-        let (q, k, vv) = (rand4::<B>([b, h, tq, d], 1), rand4::<B>([b, kh, tk, d], 2), rand4::<B>([b, kh, tk, d], 3));
+        let (q, k, vv) = (rand4::<B, 4>([b, h, tq, d], 1), rand4::<B, 4>([b, kh, tk, d], 2), rand4::<B, 4>([b, kh, tk, d], 3));
         let (got, lse) = flash_attention_with_lse(q.clone(), k.clone(), vv.clone(), &mask);
         let (got, want) = (v(got), v(attention_reference(q, k, vv, &mask)));
         let lse: Vec<f32> = lse.into_data().to_vec().unwrap();
@@ -256,12 +252,12 @@ mod tests {
         for (causal, off, tq, tk, pads) in [(true, 2, 4, 6, Some(vec![1, 0])), (false, 0, 3, 5, Some(vec![0, 2]))] {
             let (b, h, kh, d) = (2, 6, 2, 4);
             let mask = AttentionMask::<A>::new(causal, off, pads, tq, tk, &Default::default());
-            let w = rand4::<A>([b, h, tq, d], 4);
+            let w = rand4::<A, 4>([b, h, tq, d], 4);
             let mut all = vec![];
             for fused in [true, false] {
-                let q = rand4::<A>([b, h, tq, d], 1).require_grad();
-                let k = rand4::<A>([b, kh, tk, d], 2).require_grad();
-                let vv = rand4::<A>([b, kh, tk, d], 3).require_grad();
+                let q = rand4::<A, 4>([b, h, tq, d], 1).require_grad();
+                let k = rand4::<A, 4>([b, kh, tk, d], 2).require_grad();
+                let vv = rand4::<A, 4>([b, kh, tk, d], 3).require_grad();
                 let out = if fused {
                     flash_attention(q.clone(), k.clone(), vv.clone(), &mask)
                 } else {

@@ -23,6 +23,11 @@ pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A tensor of [`uniform`] numbers on the default device.
+pub fn uniform_tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(uniform(shape.iter().product(), seed), shape), &Default::default())
+}
+
 /// Logits `[N, V]` in [−3, 3).
 pub fn random_logits(n: usize, v: usize, seed: u64) -> TensorData {
     TensorData::new(uniform(n * v, seed).iter().map(|x| x * 3.0).collect::<Vec<f32>>(), [n, v])

@@ -16,7 +16,7 @@ use crate::attention_ops::{FlashParams, flash_bwd_reference, flash_fwd_reference
 use crate::ops::{fp, ft};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorMetadata};
 use rayon::prelude::*;
 
 /// Query rows per block: the score block is `ROWS × Tk` floats.
@@ -370,15 +370,11 @@ pub fn backward(
     (dq, reduce(dk_h), reduce(dv_h))
 }
 
-/// Host copy of a float tensor as f32, or `None` when its dtype is not f32 (the caller then runs
-/// the reference).
-fn host_f32<B: Backend>(x: FloatTensor<B>) -> Option<(Vec<f32>, [usize; 4])> {
+/// Host copy and shape of an f32 tensor (callers check the dtype first).
+fn host_f32<B: Backend>(x: FloatTensor<B>) -> (Vec<f32>, [usize; 4]) {
     let t: Tensor<B, 4> = ft(x);
-    if t.dtype() != DType::F32 {
-        return None;
-    }
     let dims = t.dims();
-    Some((t.into_data().into_vec::<f32>().ok()?, dims))
+    (t.into_data().into_vec::<f32>().expect("f32 tensor"), dims)
 }
 
 fn host_lse<B: Backend>(x: FloatTensor<B>) -> Vec<f32> {
@@ -403,12 +399,10 @@ pub fn flash_fwd_host<B: Backend>(
     p: FlashParams,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = B::float_device(&q);
-    let all_f32 = [&q, &k, &v].iter().all(|x| ft::<B, 4>((*x).clone()).dtype() == DType::F32);
-    if !all_f32 {
+    if ![&q, &k, &v].iter().all(|x| x.dtype() == DType::F32) {
         return flash_fwd_reference::<B>(q, k, v, pad, p);
     }
-    let ((q, [b, h, tq, d]), (k, [_, kh, tk, _]), (v, _)) =
-        (host_f32::<B>(q).expect("f32"), host_f32::<B>(k).expect("f32"), host_f32::<B>(v).expect("f32"));
+    let ((q, [b, h, tq, d]), (k, [_, kh, tk, _]), (v, _)) = (host_f32::<B>(q), host_f32::<B>(k), host_f32::<B>(v));
     let dims = Dims { batch: b, heads: h, kv_heads: kh, q_len: tq, k_len: tk, head_dim: d };
     let (out, lse) = forward(&q, &k, &v, &host_pad::<B>(pad), dims, &p);
     (device_tensor::<B, 4>(out, [b, h, tq, d], &device), device_tensor::<B, 3>(lse, [b, h, tq], &device))
@@ -428,11 +422,10 @@ pub fn flash_bwd_host<B: Backend>(
     p: FlashParams,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let device = B::float_device(&q);
-    let all_f32 = [&q, &k, &v, &out, &dout].iter().all(|x| ft::<B, 4>((*x).clone()).dtype() == DType::F32);
-    if !all_f32 {
+    if ![&q, &k, &v, &out, &dout].iter().all(|x| x.dtype() == DType::F32) {
         return flash_bwd_reference::<B>(q, k, v, out, lse, dout, pad, p);
     }
-    let f = |x: FloatTensor<B>| host_f32::<B>(x).expect("f32");
+    let f = host_f32::<B>;
     let ((q, [b, h, tq, d]), (k, [_, kh, tk, _]), (v, _), (out, _), (dout, _)) = (f(q), f(k), f(v), f(out), f(dout));
     let dims = Dims { batch: b, heads: h, kv_heads: kh, q_len: tq, k_len: tk, head_dim: d };
     let (dq, dk, dv) = backward(&q, &k, &v, &out, &host_lse::<B>(lse), &dout, &host_pad::<B>(pad), dims, &p);
@@ -447,12 +440,8 @@ pub fn flash_bwd_host<B: Backend>(
 mod tests {
     use super::*;
     use crate::attention::{AttentionMask, attention_reference};
-    use crate::check::{max_abs_diff, uniform};
+    use crate::check::{max_abs_diff, uniform, uniform_tensor as rand4};
     use burn::backend::{Autodiff, Flex, NdArray};
-
-    fn rand4<Bk: Backend>(shape: [usize; 4], seed: u64) -> Tensor<Bk, 4> {
-        Tensor::from_data(TensorData::new(uniform(shape.iter().product(), seed), shape), &Default::default())
-    }
 
     fn host<Bk: Backend>(t: Tensor<Bk, 4>) -> Vec<f32> {
         t.into_data().convert::<f32>().to_vec().unwrap()
@@ -478,9 +467,9 @@ mod tests {
             }
         }
         let w = Tensor::<Bk, 4>::from_data(TensorData::new(w, [b, h, tq, d]), &dev);
-        let q = rand4::<Bk>([b, h, tq, d], 1).require_grad();
-        let k = rand4::<Bk>([b, kh, tk, d], 2).require_grad();
-        let v = rand4::<Bk>([b, kh, tk, d], 3).require_grad();
+        let q = rand4::<Bk, 4>([b, h, tq, d], 1).require_grad();
+        let k = rand4::<Bk, 4>([b, kh, tk, d], 2).require_grad();
+        let v = rand4::<Bk, 4>([b, kh, tk, d], 3).require_grad();
         let out = if fused {
             crate::flash_attention(q.clone(), k.clone(), v.clone(), &mask)
         } else {
