@@ -215,7 +215,6 @@ pub fn step_states(task: &TaskSpec, description: &str, traj: &Trajectory, config
                 task.direction(),
                 &traj.steps[..i],
                 config.history,
-                config.max_steps,
             )
         })
         .collect()

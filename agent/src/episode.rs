@@ -295,7 +295,6 @@ impl Episode {
             metric: self.task.metric,
             direction: self.task.direction(),
             step: self.saved.step,
-            max_steps: self.saved.config.max_steps,
             history: self.saved.recent.clone(),
         }
     }

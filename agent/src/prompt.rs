@@ -45,8 +45,6 @@ pub struct State {
     pub direction: Direction,
     /// The index of the step about to be taken.
     pub step: usize,
-    /// The step limit, if any.
-    pub max_steps: Option<usize>,
     /// The most recent steps, oldest first (at most the episode's history length).
     pub history: Vec<Exchange>,
 }
@@ -68,7 +66,6 @@ impl State {
         direction: Direction,
         steps: &[Step],
         history: usize,
-        max_steps: Option<usize>,
     ) -> State {
         let recent = steps
             .iter()
@@ -81,7 +78,6 @@ impl State {
             metric,
             direction,
             step: steps.len(),
-            max_steps,
             history: recent,
         }
     }
@@ -119,13 +115,10 @@ impl State {
                 ));
             }
         }
-        match self.max_steps {
-            Some(max) => out.push_str(&format!(
-                "\n\nStep {} (of at most {max}). Now respond with Thought, Action and Action Input.",
-                self.step
-            )),
-            None => out.push_str(&format!("\n\nStep {}. Now respond with Thought, Action and Action Input.", self.step)),
-        }
+        // The cue names the step but not the episode's step limit (MLAgentBench's prompt does not
+        // either): a state then renders the same whatever limit an episode runs under, so the SFT
+        // samples, the RL states pool and evaluation episodes show the model the same text.
+        out.push_str(&format!("\n\nStep {}. Now respond with Thought, Action and Action Input.", self.step));
         out
     }
 
@@ -162,7 +155,7 @@ mod tests {
     #[test]
     fn renders_header_tools_and_last_three_steps() {
         let steps: Vec<Step> = (0..5).map(step).collect();
-        let s = State::from_steps("t", "Predict y.", Metric::Rmse, Direction::Minimize, &steps, HISTORY, Some(30));
+        let s = State::from_steps("t", "Predict y.", Metric::Rmse, Direction::Minimize, &steps, HISTORY);
         let text = s.render();
         assert!(text.contains("Research Problem: Predict y."));
         assert!(text.contains("rmse (lower is better)"));
@@ -170,8 +163,8 @@ mod tests {
             assert!(text.contains(&format!("- {}:", a.name)), "{} missing", a.name);
         }
         assert!(!text.contains("obs 1") && text.contains("obs 2") && text.contains("obs 4"));
-        assert!(text.ends_with("Step 5 (of at most 30). Now respond with Thought, Action and Action Input."));
-        let fresh = State::from_steps("t", "d", Metric::Auc, Direction::Maximize, &[], HISTORY, None);
+        assert!(text.ends_with("Step 5. Now respond with Thought, Action and Action Input."));
+        let fresh = State::from_steps("t", "d", Metric::Auc, Direction::Maximize, &[], HISTORY);
         assert!(fresh.render().contains("You do not know anything about this problem so far."));
         assert_eq!(fresh.messages().len(), 1);
         let json = serde_json::to_string(&s).unwrap();

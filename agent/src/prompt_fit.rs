@@ -45,7 +45,7 @@ struct Parts {
     /// `"Here are the last 3 steps:"`, or the no-history sentence.
     history_line: String,
     steps: Vec<Past>,
-    /// `"Step 4 (of at most 12). Now respond …"`
+    /// `"Step 4. Now respond …"`
     cue: String,
 }
 
@@ -190,7 +190,6 @@ mod tests {
             metric: Metric::Accuracy,
             direction: Direction::Maximize,
             step: history,
-            max_steps: Some(12),
             history: (0..history)
                 .map(|i| Exchange {
                     index: i,
@@ -217,7 +216,7 @@ mod tests {
         // The newest observation keeps its first and last lines.
         assert!(got.contains("first line 2\n") && got.contains("last line 2: metric 0.2\n```"));
         assert!(got.contains(ELISION));
-        assert!(got.ends_with("Step 3 (of at most 12). Now respond with Thought, Action and Action Input."));
+        assert!(got.ends_with("Step 3. Now respond with Thought, Action and Action Input."));
         // Deterministic.
         assert_eq!(fit(&text, 300, &words), got);
     }
@@ -226,7 +225,7 @@ mod tests {
     fn first_state_and_tight_budgets() {
         let text = state(0).render();
         let got = fit(&text, 100, &words);
-        assert!(got.contains("You do not know anything about this problem so far.\n\nStep 0 (of at most 12)"), "{got}");
+        assert!(got.contains("You do not know anything about this problem so far.\n\nStep 0. Now respond"), "{got}");
         // So tight that only the newest response fits: older steps are dropped.
         let text = state(3).render();
         let got = fit(&text, 80, &words);

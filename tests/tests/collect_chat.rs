@@ -17,6 +17,7 @@ use mlagent_agent::trace::Trajectory;
 use mlagent_engine::preset::{Preset, write_preset};
 use mlagent_engine::{ChatMessage, TextTokenizer};
 use mlagent_train::actor::PromptCodec;
+use mlagent_train::rl::StatesPool;
 use mlagent_train::sft::{fit_messages, tokenize, truncate};
 
 #[test]
@@ -57,6 +58,13 @@ fn collected_samples_render_through_the_chat_template_as_the_policy_sees_them() 
     let description = task.description_text().unwrap();
     let states = collect::step_states(&task, &description, &trajs[0], &cfg.episode);
     assert_eq!(states.len(), messages.len());
+    // RL and the end-of-SFT check rebuild states through the states pool, under their own episode
+    // settings (here no step limit, where collection had 30): the model must see the same text.
+    let pool = StatesPool::from_jsonl(&out.path().join("trajectories.jsonl"), suite::DEFAULT_SEED).unwrap();
+    assert_eq!(pool.len(), states.len());
+    for (i, s) in states.iter().enumerate() {
+        assert_eq!(pool.state(i, &EpisodeConfig::default()).render(), s.render(), "step {i}: the pool renders another prompt");
+    }
     const MAX_PROMPT: usize = 384;
     let codec = PromptCodec::from_dir(model_dir.path(), MAX_PROMPT).unwrap();
     let mut fitted = 0;
@@ -92,7 +100,7 @@ fn collected_samples_render_through_the_chat_template_as_the_policy_sees_them() 
             if let Some(last) = state.history.last() {
                 assert!(text.contains(last.response.trim()), "step {i}: newest response missing");
             }
-            assert!(text.contains(&format!("Step {} (of at most 30). Now respond", state.step)), "step {i}");
+            assert!(text.contains(&format!("Step {}. Now respond", state.step)), "step {i}");
         }
     }
     assert_eq!(fitted, states.len(), "every prompt is longer than {MAX_PROMPT} tokens and is fitted");

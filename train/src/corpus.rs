@@ -50,7 +50,7 @@ pub fn tokenizer_corpus() -> Vec<String> {
         let g = (b.generate)(&mut Rng::new(DEFAULT_SEED, b.name));
         let script = g.public.iter().find(|f| f.path == "train.py").map(|f| f.content.clone()).unwrap_or_default();
         let responses = example_responses(&script);
-        let first = State::from_steps(b.name, &g.description, b.metric, b.metric.direction(), &[], 3, None);
+        let first = State::from_steps(b.name, &g.description, b.metric, b.metric.direction(), &[], 3);
         out.push(first.render());
         // A later state with history, so step headers and observations are in the corpus too.
         let mut later = first.clone();

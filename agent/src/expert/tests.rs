@@ -69,7 +69,6 @@ fn failures_get_one_fallback_then_are_undone() {
             metric: Metric::Mae,
             direction: Direction::Minimize,
             step: history.len(),
-            max_steps: Some(30),
             history: history.clone(),
         };
         expert.respond(&[Prompt { episode: "x".into(), state, ideas: vec![pool[3].clone()] }]).unwrap().remove(0)

@@ -6,7 +6,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use mlagent_engine::{AutodiffTask, DeviceKind, Qwen2Config, TextTokenizer};
-use mlagent_train::sft::{Sample, SftConfig, SftRun, fit_messages, read_conversations, tokenize, truncate};
+use mlagent_train::sft::{Sample, SftConfig, SftRun, Validation, fit_messages, read_conversations, tokenize, truncate};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -88,6 +88,15 @@ pub struct Args {
     /// Also evaluate the starting model on the same states, for comparison.
     #[arg(long)]
     eval_base: bool,
+    /// Held-out SFT samples (an SFT dataset of trajectories NOT trained on): teacher-forced loss,
+    /// next-token accuracy on the action tokens, and the share of samples whose every action token
+    /// is the model's argmax (greedy decoding would reproduce them), for the final model on this
+    /// file and on as many training samples; written to OUT/validation.json.
+    #[arg(long)]
+    val_data: Option<PathBuf>,
+    /// Also validate on --val-data every N optimizer steps (rows with `val_loss` in metrics.jsonl).
+    #[arg(long, default_value_t = 0)]
+    val_every: usize,
     /// Seed of the built-in task suite the --eval-states trajectories were collected on.
     #[arg(long, default_value_t = mlagent_agent::suite::DEFAULT_SEED)]
     suite_seed: u64,
@@ -131,6 +140,7 @@ fn eval_states<B: burn::tensor::backend::Backend + mlagent_kernels::KernelBacken
 struct Task {
     args: Args,
     samples: Vec<Sample>,
+    val_samples: Vec<Sample>,
     cfg: SftConfig,
     max_prompt_tokens: usize,
     model_dir: PathBuf,
@@ -144,7 +154,7 @@ impl AutodiffTask for Task {
     where
         B::InnerBackend: mlagent_kernels::KernelBackend,
     {
-        let Task { args, samples, cfg, max_prompt_tokens, model_dir, config, eos } = self;
+        let Task { args, samples, val_samples, cfg, max_prompt_tokens, model_dir, config, eos } = self;
         let run_device = device.clone();
         let mut run = match &args.resume {
             Some(dir) => SftRun::<B>::resume(dir, &samples, device)?,
@@ -166,6 +176,12 @@ impl AutodiffTask for Task {
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             bar.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", m.loss, m.lr, m.tokens as f64 / m.seconds));
             bar.inc(1);
+            if args.val_every > 0 && !val_samples.is_empty() && m.step % args.val_every == 0 {
+                let v = validation(&run.model.valid(), &val_samples, &run_device);
+                let row = serde_json::json!({"step": m.step, "val_loss": v.loss, "val_token_accuracy": v.token_accuracy, "val_exact": v.exact});
+                writeln!(metrics, "{row}")?;
+                bar.println(format!("step {}: val loss {:.4}, token accuracy {:.4}, exact {:.3}", m.step, v.loss, v.token_accuracy, v.exact));
+            }
             if save_every > 0 && m.step % save_every == 0 && m.step < total {
                 run.save_checkpoint(&args.out.join(format!("checkpoint-{}", m.step)), &config, &model_dir, &eos)?;
             }
@@ -181,6 +197,22 @@ impl AutodiffTask for Task {
         mlagent_train::plot::metrics_panels(&metrics_path, "step", &["loss", "lr", "grad_norm"], &curves, &title)
             .context("drawing the training curves (the model is saved)")?;
         println!("curves in {}", curves.display());
+        if !val_samples.is_empty() {
+            let model = run.model.valid();
+            let val = validation(&model, &val_samples, &run_device);
+            let n = val_samples.len().min(samples.len());
+            let picks: Vec<Sample> = mlagent_train::state_eval::spread(samples.len(), n).into_iter().map(|i| samples[i].clone()).collect();
+            let train = validation(&model, &picks, &run_device);
+            for (label, v) in [("held-out", &val), ("training", &train)] {
+                println!(
+                    "{label} samples ({}): loss {:.4}, action-token accuracy {:.4}, reproduced exactly {:.1}%",
+                    v.samples, v.loss, v.token_accuracy, 100.0 * v.exact
+                );
+            }
+            let path = args.out.join("validation.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&serde_json::json!({"held_out": val, "training": train}))?)
+                .with_context(|| format!("{}", path.display()))?;
+        }
         if args.eval_states.is_some() {
             let mut report = serde_json::Map::new();
             if args.eval_base {
@@ -195,6 +227,35 @@ impl AutodiffTask for Task {
         }
         Ok(())
     }
+}
+
+/// Reads an SFT dataset as training samples: prompts fitted to `max_prompt_tokens`, then
+/// truncated to `cutoff`; samples with no action token left are dropped.
+fn load_samples(path: &std::path::Path, tok: &TextTokenizer, max_prompt_tokens: usize, cutoff: usize) -> Result<Vec<Sample>> {
+    let conversations = read_conversations(path)?;
+    let mut samples = Vec::with_capacity(conversations.len());
+    for (i, c) in conversations.iter().enumerate() {
+        let at = || format!("{} sample {}", path.display(), i + 1);
+        let c = fit_messages(tok, c, max_prompt_tokens).with_context(at)?;
+        let s = tokenize(tok, &c).with_context(at)?;
+        let s = truncate(&s, cutoff, max_prompt_tokens);
+        if s.label_count() > 0 {
+            samples.push(s);
+        }
+    }
+    if samples.is_empty() {
+        bail!("{}: no sample has assistant tokens left after truncation to {cutoff}", path.display());
+    }
+    Ok(samples)
+}
+
+/// Validates `model` on `samples` (see `--val-data`), in micro-batches of 4.
+fn validation<B: burn::tensor::backend::Backend + mlagent_kernels::KernelBackend>(
+    model: &mlagent_engine::Qwen2<B>,
+    samples: &[Sample],
+    device: &B::Device,
+) -> Validation {
+    mlagent_train::sft::validate(model, samples, 4, device)
 }
 
 /// Runs the command.
@@ -229,20 +290,11 @@ pub fn run(args: Args) -> Result<()> {
     if max_prompt_tokens < 16 || max_prompt_tokens >= cfg.cutoff_len {
         bail!("--max-prompt-tokens {max_prompt_tokens} must be at least 16 and below --cutoff-len {}", cfg.cutoff_len);
     }
-    let conversations = read_conversations(&args.data)?;
-    let mut samples = Vec::with_capacity(conversations.len());
-    for (i, c) in conversations.iter().enumerate() {
-        let at = || format!("{} sample {}", args.data.display(), i + 1);
-        let c = fit_messages(&tok, c, max_prompt_tokens).with_context(at)?;
-        let s = tokenize(&tok, &c).with_context(at)?;
-        let s = truncate(&s, cfg.cutoff_len, max_prompt_tokens);
-        if s.label_count() > 0 {
-            samples.push(s);
-        }
-    }
-    if samples.is_empty() {
-        bail!("{}: no sample has assistant tokens left after truncation to {}", args.data.display(), cfg.cutoff_len);
-    }
+    let samples = load_samples(&args.data, &tok, max_prompt_tokens, cfg.cutoff_len)?;
+    let val_samples = match &args.val_data {
+        Some(p) => load_samples(p, &tok, max_prompt_tokens, cfg.cutoff_len)?,
+        None => Vec::new(),
+    };
     let tokens: usize = samples.iter().map(|s| s.ids.len()).sum();
     println!(
         "{} samples, {tokens} tokens ({} labelled), prompts cut to {max_prompt_tokens}; {cfg:?}",
@@ -251,5 +303,5 @@ pub fn run(args: Args) -> Result<()> {
     );
     let eos = mlagent_engine::tokenizer::eos_ids(&model_dir, Some(&tok))?;
     let device = args.device;
-    device.run_autodiff(Task { args, samples, cfg, max_prompt_tokens, model_dir, config, eos })
+    device.run_autodiff(Task { args, samples, val_samples, cfg, max_prompt_tokens, model_dir, config, eos })
 }

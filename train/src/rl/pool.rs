@@ -86,7 +86,7 @@ impl StatesPool {
         let (t, k) = self.states[i];
         let traj = &self.trajectories[t];
         let (task, description) = &self.tasks[&traj.task];
-        State::from_steps(&task.name, description, task.metric, task.direction(), &traj.steps[..k], config.history, config.max_steps)
+        State::from_steps(&task.name, description, task.metric, task.direction(), &traj.steps[..k], config.history)
     }
 
     /// A live episode in `dir` restored to state `i`.

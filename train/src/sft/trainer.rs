@@ -91,7 +91,7 @@ pub fn plan(samples: &[Sample], cfg: &SftConfig) -> Vec<Vec<Vec<usize>>> {
 /// One micro-batch: right-padded inputs `[B, T−1]`, the flat indices `b·(T−1) + t` of the
 /// labelled positions `[N]`, and their next tokens `[N]` (`None` when no position is labelled).
 #[allow(clippy::type_complexity)]
-fn micro_batch<B: AutodiffBackend>(
+pub(crate) fn micro_batch<B: burn::tensor::backend::Backend>(
     samples: &[Sample],
     rows: &[usize],
     device: &B::Device,
