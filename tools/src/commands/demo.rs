@@ -226,6 +226,7 @@ pub fn run(args: Args) -> Result<()> {
         s("--eval-states-count"), s(plan.eval_states),
         s("--eval-max-new-tokens"), s(plan.max_new_tokens),
         s("--eval-base"),
+        s("--val-data"), s(held.join("sft_messages.jsonl").display()),
         s("--seed"), seed.clone(),
         s("--device"), dev.clone(),
     ];
