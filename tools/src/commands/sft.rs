@@ -18,7 +18,8 @@ use std::path::PathBuf;
 /// or OpenAI messages ({"messages": [{"role", "content"}]}). Unset options take the paper's
 /// settings for 7B-size models (lr 2e-5, 2 epochs, effective batch 64, cutoff 15000) or, for
 /// models under 100M parameters (the tiny preset) the settings measured to teach it the action
-/// format: lr 2e-3, warmup 10, 12 epochs, batch 4 × 1, cutoff 640 with prompts fitted to 384.
+/// format: lr 2e-3, warmup 10, AdamW β₂ 0.95, 6 epochs, batch 2 × 1, cutoff 640 with prompts fitted to
+/// 384.
 /// Writes OUT/model (HF dir, loadable by `mlagent generate` and transformers), OUT/checkpoint-N,
 /// OUT/metrics.jsonl.
 ///
@@ -56,8 +57,8 @@ pub struct Args {
     /// prompts shaped like the ones it learnt from.
     #[arg(long)]
     max_prompt_tokens: Option<usize>,
-    /// AdamW's second-moment decay β₂ (default: 0.999 as HF transformers; 0.95 for small models,
-    /// whose short runs from scratch start with gradients ten times larger than they end with).
+    /// AdamW's second-moment decay β₂ (default: 0.999 as HF transformers; 0.95 for small models, as
+    /// nanoGPT and most from-scratch pre-training runs use).
     #[arg(long)]
     adam_beta2: Option<f32>,
     /// Linear warmup steps (default: 0; 10 for small models).
@@ -274,9 +275,9 @@ pub fn run(args: Args) -> Result<()> {
     let tok = TextTokenizer::from_dir(&model_dir)?;
     let small = super::info::parameter_count(&config) < super::SMALL_MODEL_PARAMS;
     let cfg = SftConfig {
-        epochs: args.epochs.unwrap_or(if small { 12 } else { 2 }),
+        epochs: args.epochs.unwrap_or(if small { 6 } else { 2 }),
         lr: args.lr.unwrap_or(if small { 2e-3 } else { 2e-5 }),
-        batch_size: args.batch_size.unwrap_or(if small { 4 } else { 8 }),
+        batch_size: args.batch_size.unwrap_or(if small { 2 } else { 8 }),
         grad_accum: args.grad_accum.unwrap_or(if small { 1 } else { 8 }),
         cutoff_len: args.cutoff_len.unwrap_or(if small { super::SMALL_CUTOFF } else { 15_000 }),
         warmup_steps: args.warmup.unwrap_or(if small { 10 } else { 0 }),

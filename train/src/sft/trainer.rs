@@ -41,9 +41,7 @@ pub struct SftConfig {
     pub seed: u64,
     /// AdamW decoupled weight decay.
     pub weight_decay: f32,
-    /// AdamW's second-moment decay (HF's default 0.999; 0.95 suits short runs from scratch, whose
-    /// early gradients are ten times larger than the late ones: with 0.999 the denominator remembers
-    /// them for a thousand steps and shrinks the late steps).
+    /// AdamW's second-moment decay (HF's default 0.999; from-scratch pre-training usually takes 0.95).
     #[serde(default = "default_beta2")]
     pub beta2: f32,
     /// Global gradient-norm clip (0 = off).
