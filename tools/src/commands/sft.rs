@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// or OpenAI messages ({"messages": [{"role", "content"}]}). Unset options take the paper's
 /// settings for 7B-size models (lr 2e-5, 2 epochs, effective batch 64, cutoff 15000) or, for
 /// models under 100M parameters (the tiny preset) the settings measured to teach it the action
-/// format: lr 2e-3, warmup 10, AdamW β₂ 0.95, 6 epochs, batch 2 × 1, cutoff 640 with prompts fitted to
+/// format: lr 2e-3, warmup 10, AdamW β₂ 0.95, 4 epochs, batch 1 × 1, cutoff 640 with prompts fitted to
 /// 384.
 /// Writes OUT/model (HF dir, loadable by `mlagent generate` and transformers), OUT/checkpoint-N,
 /// OUT/metrics.jsonl.
@@ -275,9 +275,9 @@ pub fn run(args: Args) -> Result<()> {
     let tok = TextTokenizer::from_dir(&model_dir)?;
     let small = super::info::parameter_count(&config) < super::SMALL_MODEL_PARAMS;
     let cfg = SftConfig {
-        epochs: args.epochs.unwrap_or(if small { 6 } else { 2 }),
+        epochs: args.epochs.unwrap_or(if small { 4 } else { 2 }),
         lr: args.lr.unwrap_or(if small { 2e-3 } else { 2e-5 }),
-        batch_size: args.batch_size.unwrap_or(if small { 2 } else { 8 }),
+        batch_size: args.batch_size.unwrap_or(if small { 1 } else { 8 }),
         grad_accum: args.grad_accum.unwrap_or(if small { 1 } else { 8 }),
         cutoff_len: args.cutoff_len.unwrap_or(if small { super::SMALL_CUTOFF } else { 15_000 }),
         warmup_steps: args.warmup.unwrap_or(if small { 10 } else { 0 }),
