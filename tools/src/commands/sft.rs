@@ -6,7 +6,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use mlagent_engine::{AutodiffTask, DeviceKind, Qwen2Config, TextTokenizer};
-use mlagent_train::sft::{Sample, SftConfig, SftRun, Validation, fit_messages, read_conversations, tokenize, truncate};
+use mlagent_train::sft::{Sample, SftConfig, SftRun, fit_messages, read_conversations, tokenize, truncate, validate};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -182,7 +182,7 @@ impl AutodiffTask for Task {
             bar.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", m.loss, m.lr, m.tokens as f64 / m.seconds));
             bar.inc(1);
             if args.val_every > 0 && !val_samples.is_empty() && m.step % args.val_every == 0 {
-                let v = validation(&run.model.valid(), &val_samples, &run_device);
+                let v = validate(&run.model.valid(), &val_samples, VAL_BATCH, &run_device);
                 let row = serde_json::json!({"step": m.step, "val_loss": v.loss, "val_token_accuracy": v.token_accuracy, "val_exact": v.exact});
                 writeln!(metrics, "{row}")?;
                 bar.println(format!("step {}: val loss {:.4}, token accuracy {:.4}, exact {:.3}", m.step, v.loss, v.token_accuracy, v.exact));
@@ -204,10 +204,10 @@ impl AutodiffTask for Task {
         println!("curves in {}", curves.display());
         if !val_samples.is_empty() {
             let model = run.model.valid();
-            let val = validation(&model, &val_samples, &run_device);
+            let val = validate(&model, &val_samples, VAL_BATCH, &run_device);
             let n = val_samples.len().min(samples.len());
             let picks: Vec<Sample> = mlagent_train::state_eval::spread(samples.len(), n).into_iter().map(|i| samples[i].clone()).collect();
-            let train = validation(&model, &picks, &run_device);
+            let train = validate(&model, &picks, VAL_BATCH, &run_device);
             for (label, v) in [("held-out", &val), ("training", &train)] {
                 println!(
                     "{label} samples ({}): loss {:.4}, action-token accuracy {:.4}, reproduced exactly {:.1}%",
@@ -254,14 +254,8 @@ fn load_samples(path: &std::path::Path, tok: &TextTokenizer, max_prompt_tokens: 
     Ok(samples)
 }
 
-/// Validates `model` on `samples` (see `--val-data`), in micro-batches of 4.
-fn validation<B: burn::tensor::backend::Backend + mlagent_kernels::KernelBackend>(
-    model: &mlagent_engine::Qwen2<B>,
-    samples: &[Sample],
-    device: &B::Device,
-) -> Validation {
-    mlagent_train::sft::validate(model, samples, 4, device)
-}
+/// Samples per forward pass of `--val-data` validation.
+const VAL_BATCH: usize = 4;
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
