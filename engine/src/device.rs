@@ -123,20 +123,8 @@ impl DeviceKind {
         match self {
             Self::Cpu | Self::CpuNdarray => task.run::<Autodiff<Flex>>(Default::default()),
             Self::Wgpu => task.run::<Autodiff<Wgpu>>(wgpu_device()),
-            Self::Cuda(n) => {
-                tracing::warn!("{CUDA_GRADIENTS_UNVERIFIED}");
-                task.run::<Autodiff<CudaBackend>>(burn::backend::cuda::CudaDevice::new(n))
-            }
+            Self::Cuda(n) => task.run::<Autodiff<CudaBackend>>(burn::backend::cuda::CudaDevice::new(n)),
         }
     }
 }
 
-/// Printed when training starts on CUDA. Measured on an NVIDIA H200 (2026-11-26/27): `mlagent kernels
-/// check --device cuda` matched the f64 reference in the forward outputs but not in the gradients
-/// (attention dq/dk/dv relative error 13–29, PPO dlogits 1.4–3600) nor in the attention's saved
-/// log-sum-exps, whenever an output had more than one row whose byte width was not a multiple of
-/// CubeCL's pitch alignment (B·H > 1 for the `[B, H, T]` log-sum-exps, V = 1000 for dlogits; V 256
-/// and 4096 were right). The cause: outputs came from burn's `empty_device_dtype`, which on CUDA
-/// pads rows, while the kernels wrote them linearly. The kernels now allocate contiguous outputs;
-/// the fix has not yet run on a GPU, hence this warning.
-pub const CUDA_GRADIENTS_UNVERIFIED: &str = "training on CUDA: the fix for the wrong CUDA gradients of the fused kernels (padded output rows, see BENCHMARKS.md) has not yet been checked on a GPU; run `mlagent kernels check --device cuda` first and treat CUDA training results as unverified until it passes";

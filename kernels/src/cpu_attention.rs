@@ -13,10 +13,11 @@
 //! `lse [B, H, Tq]`, `pad [B]`.
 
 use crate::attention_ops::{FlashParams, flash_bwd_reference, flash_fwd_reference};
-use crate::ops::{fp, ft};
-use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Int, Tensor, TensorData, TensorMetadata};
+use crate::ops::ft;
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::ops::IntTensor;
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// Query rows per block: the score block is `ROWS × Tk` floats.
@@ -370,75 +371,83 @@ pub fn backward(
     (dq, reduce(dk_h), reduce(dv_h))
 }
 
-/// Host copy and shape of an f32 tensor (callers check the dtype first).
-fn host_f32<B: Backend>(x: FloatTensor<B>) -> (Vec<f32>, [usize; 4]) {
-    let t: Tensor<B, 4> = ft(x);
-    let dims = t.dims();
-    (t.into_data().into_vec::<f32>().expect("f32 tensor"), dims)
+/// Row-major f32 copy and shape of a burn-flex tensor (callers check the dtype first), copied in
+/// its contiguous blocks. Attention's inputs are `[B, T, H, D] → [B, H, T, D]` views: rows of D
+/// contiguous floats, which burn-flex's own `into_data` would walk one element at a time.
+fn host_f32(x: &FlexTensor) -> (Vec<f32>, [usize; 4]) {
+    let layout = x.layout();
+    let dims: [usize; 4] = layout.shape().dims();
+    let data = x.storage::<f32>();
+    let blocks = layout.strided_blocks();
+    let len = blocks.block_len();
+    let mut out = Vec::with_capacity(layout.num_elements());
+    for start in blocks.block_starts() {
+        out.extend_from_slice(&data[start..start + len]);
+    }
+    (out, dims)
 }
 
-fn host_lse<B: Backend>(x: FloatTensor<B>) -> Vec<f32> {
-    ft::<B, 3>(x).into_data().convert::<f32>().into_vec::<f32>().expect("lse is f32")
+/// A `[B, H, T, D]` result as a burn-flex tensor laid out `[B, T, H, D]` in memory (a transposed
+/// view): the model's next step, `swap_dims(1, 2)` and a reshape to `[B, T, H·D]`, then moves no data.
+fn heads_view(v: Vec<f32>, [b, h, t, d]: [usize; 4]) -> FlexTensor {
+    let mut bthd = vec![0.0f32; v.len()];
+    bthd.par_chunks_mut(t * h * d).zip(v.par_chunks(h * t * d)).for_each(|(dst, src)| {
+        for (hi, head) in src.chunks(t * d).enumerate() {
+            for (ti, row) in head.chunks(d).enumerate() {
+                dst[(ti * h + hi) * d..(ti * h + hi + 1) * d].copy_from_slice(row);
+            }
+        }
+    });
+    FlexTensor::from_data(TensorData::new(bthd, [b, t, h, d])).transpose(1, 2)
 }
 
-fn host_pad<B: Backend>(pad: IntTensor<B>) -> Vec<i64> {
-    Tensor::<B, 1, Int>::from_primitive(pad).into_data().convert::<i64>().into_vec::<i64>().expect("pad lengths")
+fn host_lse(x: FlexTensor) -> Vec<f32> {
+    ft::<Flex, 3>(x).into_data().convert::<f32>().into_vec::<f32>().expect("lse is f32")
 }
 
-fn device_tensor<B: Backend, const N: usize>(v: Vec<f32>, shape: [usize; N], device: &B::Device) -> FloatTensor<B> {
-    fp(Tensor::<B, N>::from_data(TensorData::new(v, shape), device))
+fn host_pad(pad: IntTensor<Flex>) -> Vec<i64> {
+    Tensor::<Flex, 1, Int>::from_primitive(pad).into_data().convert::<i64>().into_vec::<i64>().expect("pad lengths")
 }
 
-/// [`crate::KernelBackend::flash_attention_fwd`] through [`forward`] for f32 tensors of a host
-/// backend; other dtypes take [`flash_fwd_reference`].
-pub fn flash_fwd_host<B: Backend>(
-    q: FloatTensor<B>,
-    k: FloatTensor<B>,
-    v: FloatTensor<B>,
-    pad: IntTensor<B>,
-    p: FlashParams,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let device = B::float_device(&q);
+/// [`crate::KernelBackend::flash_attention_fwd`] on burn-flex through [`forward`] for f32 tensors;
+/// other dtypes take [`flash_fwd_reference`].
+pub fn flash_fwd_host(q: FlexTensor, k: FlexTensor, v: FlexTensor, pad: IntTensor<Flex>, p: FlashParams) -> (FlexTensor, FlexTensor) {
     if ![&q, &k, &v].iter().all(|x| x.dtype() == DType::F32) {
-        return flash_fwd_reference::<B>(q, k, v, pad, p);
+        return flash_fwd_reference::<Flex>(q, k, v, pad, p);
     }
-    let ((q, [b, h, tq, d]), (k, [_, kh, tk, _]), (v, _)) = (host_f32::<B>(q), host_f32::<B>(k), host_f32::<B>(v));
+    let ((q, [b, h, tq, d]), (k, [_, kh, tk, _]), (v, _)) = (host_f32(&q), host_f32(&k), host_f32(&v));
     let dims = Dims { batch: b, heads: h, kv_heads: kh, q_len: tq, k_len: tk, head_dim: d };
-    let (out, lse) = forward(&q, &k, &v, &host_pad::<B>(pad), dims, &p);
-    (device_tensor::<B, 4>(out, [b, h, tq, d], &device), device_tensor::<B, 3>(lse, [b, h, tq], &device))
+    let (out, lse) = forward(&q, &k, &v, &host_pad(pad), dims, &p);
+    (heads_view(out, [b, h, tq, d]), FlexTensor::from_data(TensorData::new(lse, [b, h, tq])))
 }
 
-/// [`crate::KernelBackend::flash_attention_bwd`] through [`backward`] for f32 tensors of a host
-/// backend; other dtypes take [`flash_bwd_reference`].
+/// [`crate::KernelBackend::flash_attention_bwd`] on burn-flex through [`backward`] for f32
+/// tensors; other dtypes take [`flash_bwd_reference`].
 #[allow(clippy::too_many_arguments)]
-pub fn flash_bwd_host<B: Backend>(
-    q: FloatTensor<B>,
-    k: FloatTensor<B>,
-    v: FloatTensor<B>,
-    out: FloatTensor<B>,
-    lse: FloatTensor<B>,
-    dout: FloatTensor<B>,
-    pad: IntTensor<B>,
+pub fn flash_bwd_host(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    out: FlexTensor,
+    lse: FlexTensor,
+    dout: FlexTensor,
+    pad: IntTensor<Flex>,
     p: FlashParams,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let device = B::float_device(&q);
+) -> (FlexTensor, FlexTensor, FlexTensor) {
     if ![&q, &k, &v, &out, &dout].iter().all(|x| x.dtype() == DType::F32) {
-        return flash_bwd_reference::<B>(q, k, v, out, lse, dout, pad, p);
+        return flash_bwd_reference::<Flex>(q, k, v, out, lse, dout, pad, p);
     }
-    let f = host_f32::<B>;
-    let ((q, [b, h, tq, d]), (k, [_, kh, tk, _]), (v, _), (out, _), (dout, _)) = (f(q), f(k), f(v), f(out), f(dout));
+    let ((q, [b, h, tq, d]), (k, [_, kh, tk, _]), (v, _), (out, _), (dout, _)) =
+        (host_f32(&q), host_f32(&k), host_f32(&v), host_f32(&out), host_f32(&dout));
     let dims = Dims { batch: b, heads: h, kv_heads: kh, q_len: tq, k_len: tk, head_dim: d };
-    let (dq, dk, dv) = backward(&q, &k, &v, &out, &host_lse::<B>(lse), &dout, &host_pad::<B>(pad), dims, &p);
-    (
-        device_tensor::<B, 4>(dq, [b, h, tq, d], &device),
-        device_tensor::<B, 4>(dk, [b, kh, tk, d], &device),
-        device_tensor::<B, 4>(dv, [b, kh, tk, d], &device),
-    )
+    let (dq, dk, dv) = backward(&q, &k, &v, &out, &host_lse(lse), &dout, &host_pad(pad), dims, &p);
+    (heads_view(dq, [b, h, tq, d]), heads_view(dk, [b, kh, tk, d]), heads_view(dv, [b, kh, tk, d]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::backend::Backend;
     use crate::attention::{AttentionMask, attention_reference};
     use crate::check::{max_abs_diff, uniform, uniform_tensor as rand4};
     use burn::backend::{Autodiff, Flex, NdArray};
@@ -467,16 +476,18 @@ mod tests {
             }
         }
         let w = Tensor::<Bk, 4>::from_data(TensorData::new(w, [b, h, tq, d]), &dev);
-        let q = rand4::<Bk, 4>([b, h, tq, d], 1).require_grad();
-        let k = rand4::<Bk, 4>([b, kh, tk, d], 2).require_grad();
-        let v = rand4::<Bk, 4>([b, kh, tk, d], 3).require_grad();
+        // Inputs as the model passes them: `[B, T, H, D]` projections seen as `[B, H, T, D]` views.
+        let qb = rand4::<Bk, 4>([b, tq, h, d], 1).require_grad();
+        let kb = rand4::<Bk, 4>([b, tk, kh, d], 2).require_grad();
+        let vb = rand4::<Bk, 4>([b, tk, kh, d], 3).require_grad();
+        let (q, k, v) = (qb.clone().swap_dims(1, 2), kb.clone().swap_dims(1, 2), vb.clone().swap_dims(1, 2));
         let out = if fused {
             crate::flash_attention(q.clone(), k.clone(), v.clone(), &mask)
         } else {
             attention_reference(q.clone(), k.clone(), v.clone(), &mask)
         };
         let g = (out.clone() * w.clone()).sum().backward();
-        [host(out * w), host(q.grad(&g).unwrap()), host(k.grad(&g).unwrap()), host(v.grad(&g).unwrap())]
+        [host(out * w), host(qb.grad(&g).unwrap()), host(kb.grad(&g).unwrap()), host(vb.grad(&g).unwrap())]
     }
 
     /// The Flex path (this module) against autodiff of the plain-burn reference on NdArray: across

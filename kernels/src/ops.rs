@@ -146,7 +146,7 @@ impl KernelBackend for burn::backend::Flex {
         pad: IntTensor<Self>,
         params: FlashParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        crate::cpu_attention::flash_fwd_host::<Self>(q, k, v, pad, params)
+        crate::cpu_attention::flash_fwd_host(q, k, v, pad, params)
     }
 
     fn flash_attention_bwd(
@@ -159,6 +159,6 @@ impl KernelBackend for burn::backend::Flex {
         pad: IntTensor<Self>,
         params: FlashParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        crate::cpu_attention::flash_bwd_host::<Self>(q, k, v, out, lse, dout, pad, params)
+        crate::cpu_attention::flash_bwd_host(q, k, v, out, lse, dout, pad, params)
     }
 }

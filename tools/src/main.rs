@@ -41,12 +41,32 @@ enum Command {
     Eval(commands::eval::Args),
 }
 
+/// Keeps freed tensor buffers in the heap for reuse instead of handing them back to the kernel.
+///
+/// glibc serves blocks over 128 KiB (its dynamic threshold, up to 32 MiB) with a fresh `mmap` and
+/// `munmap`s them on free, and trims the heap top above 128 KiB: every forward pass then faults in
+/// its activations page by page again. `perf` on the tiny prefill (512 tokens, burn-flex) put ~10 %
+/// of samples in page-fault handling; with these settings none, and the prefill ran ~3× faster
+/// (BENCHMARKS.md, "Allocator"). `MLAGENT_MALLOC=default` keeps glibc's defaults (for A/B runs).
+fn keep_freed_memory() {
+    if std::env::var("MLAGENT_MALLOC").is_ok_and(|v| v == "default") {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum on 64-bit
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() {
     // Die quietly on a closed pipe (`mlagent ... | head`) instead of panicking in println!.
     // SAFETY: called before any thread starts; restores the default disposition of SIGPIPE.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MLAGENT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

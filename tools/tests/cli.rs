@@ -297,3 +297,20 @@ fn rl_trains_resumes_and_eval_reports() {
     let e = fails(&["eval", "--model", &p("tiny"), "--tasks", "no-such-task", "--out", &p("bad")]);
     assert!(e.contains("no-such-task"), "{e}");
 }
+
+#[test]
+fn bench_forward_and_train_report_throughput() {
+    let model = fixtures().join("qwen2-tiny-a");
+    let m = model.to_str().unwrap();
+    let v = last_json(&ok(&["bench", "forward", "--model", m, "--tokens", "12", "--decode-tokens", "3", "--repeats", "2", "--json"]));
+    assert_eq!((v["prefill_tokens"].as_u64(), v["decode_tokens"].as_u64()), (Some(12), Some(3)), "{v}");
+    assert!(v["prefill_tokens_per_s"].as_f64().unwrap() > 0.0 && v["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    let v = last_json(&ok(&["bench", "train", "--model", m, "--tokens", "16", "--batch", "2", "--steps", "2", "--warmup", "1", "--json"]));
+    assert_eq!((v["batch"].as_u64(), v["tokens"].as_u64(), v["steps"].as_u64()), (Some(2), Some(16), Some(2)), "{v}");
+    let (median, mean) = (v["median_tokens_per_s"].as_f64().unwrap(), v["mean_tokens_per_s"].as_f64().unwrap());
+    assert!(median > 0.0 && mean > 0.0 && median.is_finite(), "{v}");
+    let e = fails(&["bench", "train", "--model", m, "--tokens", "1"]);
+    assert!(e.contains("--tokens"), "{e}");
+    let e = fails(&["bench", "train", "--model", m, "--tokens", "100000"]);
+    assert!(e.contains("100000") && e.contains("positions"), "{e}");
+}

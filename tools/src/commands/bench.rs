@@ -5,13 +5,17 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use clap::Subcommand;
 use mlagent_engine::preset::Preset;
-use mlagent_engine::{BackendTask, DeviceKind, ForwardInput, KvCache, Qwen2};
+use burn::tensor::backend::AutodiffBackend;
+use mlagent_engine::{AutodiffTask, BackendTask, DeviceKind, ForwardInput, KvCache, Qwen2};
+use mlagent_train::sft::{Sample, SftConfig, SftRun};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Benchmarks. Each prints a short table; times are medians over --repeats after one warm-up.
+/// Benchmarks: the forward pass (prefill, decode) and the SFT training step. Each prints a short
+/// table; stage times go to stderr as they happen.
 ///
 /// Example: mlagent bench forward --preset tiny --tokens 512 --device cpu
+/// Example: mlagent bench train --preset tiny --tokens 512 --device cpu
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -24,10 +28,48 @@ enum What {
     ///
     /// Prefill: one forward over --tokens prompt tokens filling the KV cache, logits for the last
     /// position (as generation does). Decode: --decode-tokens single-token steps with the cache,
-    /// greedy, after that prefill.
+    /// greedy, after that prefill. One untimed run of the same shape comes first (GPU backends
+    /// compile and autotune their kernels per shape).
     ///
     /// Example: mlagent bench forward --model models/tiny --tokens 512 --device cpu
     Forward(ForwardArgs),
+    /// Tokens/s of the SFT trainer's optimizer step (forward + backward + AdamW), f32.
+    ///
+    /// Runs the step `mlagent sft` runs (`SftRun::train_step`: one micro-batch, loss on every
+    /// position as in causal-LM training, global-norm clip 1.0, AdamW) on --batch rows of --tokens
+    /// synthetic token ids. Reports the median step and the mean over the timed steps (device
+    /// synchronised before and after). Stage times go to stderr as they happen.
+    ///
+    /// Example: mlagent bench train --preset 0.5b --batch 4 --tokens 1024 --steps 5 --device cuda
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct TrainArgs {
+    /// HF model directory (or use --preset for random weights of a named shape).
+    #[arg(long, required_unless_present = "preset")]
+    model: Option<PathBuf>,
+    /// Random-weight model of a named shape: tiny or 0.5b.
+    #[arg(long, conflicts_with = "model")]
+    preset: Option<Preset>,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 512)]
+    tokens: usize,
+    /// Rows per step.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed optimizer steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first (kernel compilation, autotuning, allocator warm-up).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Backend: cpu, wgpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceKind,
+    /// Print one JSON line with the results as well.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -63,14 +105,21 @@ struct ForwardArgs {
 
 struct Task(ForwardArgs);
 
+/// Seconds since `start`, for the stage lines on stderr.
+fn stamp(start: Instant, what: &str) {
+    eprintln!("[{:>7.1} s] {what}", start.elapsed().as_secs_f64());
+}
+
 struct Timing {
     prefill_s: f64,
     decode_s: f64,
 }
 
+/// Median (the mean of the middle two for an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 0 { (v[n / 2 - 1] + v[n / 2]) / 2.0 } else { v[n / 2] }
 }
 
 fn prefill_and_decode<B: mlagent_kernels::KernelBackend>(model: &Qwen2<B>, a: &ForwardArgs, device: &B::Device) -> Timing {
@@ -105,6 +154,7 @@ impl BackendTask for Task {
     type Output = Result<(Timing, String)>;
     fn run<B: Backend + mlagent_kernels::KernelBackend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
         let a = self.0;
+        let t0 = Instant::now();
         let (model, name) = match (&a.model, a.preset) {
             (Some(dir), _) => (mlagent_engine::io::load::<B>(dir, dtype, &device)?.0, dir.display().to_string()),
             (None, Some(p)) => {
@@ -117,9 +167,18 @@ impl BackendTask for Task {
         if a.tokens == 0 || a.tokens + a.decode_tokens > model.max_positions() {
             bail!("--tokens {} + --decode-tokens {} must be within 1..={} positions", a.tokens, a.decode_tokens, model.max_positions());
         }
-        let warm = ForwardArgs { tokens: a.tokens.min(16), decode_tokens: 2, ..a.clone() };
-        prefill_and_decode(&model, &warm, &device);
-        let runs: Vec<Timing> = (0..a.repeats.max(1)).map(|_| prefill_and_decode(&model, &a, &device)).collect();
+        stamp(t0, "model ready");
+        // The warm-up is a full run: GPU backends compile and autotune per shape (51 s for the first
+        // 2048-token 0.5B prefill on an H200 after a 16-token warm-up; 0.05 s the next time).
+        prefill_and_decode(&model, &a, &device);
+        stamp(t0, "warm-up run done");
+        let runs: Vec<Timing> = (0..a.repeats.max(1))
+            .map(|i| {
+                let r = prefill_and_decode(&model, &a, &device);
+                stamp(t0, &format!("run {}: prefill {:.3} s, decode {:.3} s", i + 1, r.prefill_s, r.decode_s));
+                r
+            })
+            .collect();
         let timing = Timing {
             prefill_s: median(runs.iter().map(|r| r.prefill_s).collect()),
             decode_s: median(runs.iter().map(|r| r.decode_s).collect()),
@@ -128,9 +187,112 @@ impl BackendTask for Task {
     }
 }
 
+struct TrainTask(TrainArgs);
+
+/// What `bench train` measured.
+struct TrainTiming {
+    /// Seconds of each timed step, as `SftRun::train_step` measured it.
+    steps_s: Vec<f64>,
+    /// Wall seconds of all timed steps, device synchronised at both ends.
+    total_s: f64,
+    name: String,
+}
+
+impl AutodiffTask for TrainTask {
+    type Output = Result<TrainTiming>;
+    fn run<B: AutodiffBackend + mlagent_kernels::KernelBackend>(self, device: B::Device) -> Self::Output
+    where
+        B::InnerBackend: mlagent_kernels::KernelBackend,
+    {
+        let a = self.0;
+        if a.tokens < 2 || a.batch == 0 || a.steps == 0 {
+            bail!("--tokens must be at least 2, --batch and --steps at least 1");
+        }
+        let t0 = Instant::now();
+        let (model, name) = match (&a.model, a.preset) {
+            (Some(dir), _) => (mlagent_engine::io::load::<B>(dir, FloatDType::F32, &device)?.0, dir.display().to_string()),
+            (None, Some(p)) => {
+                let mut cfg = p.config();
+                cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.tokens + 1);
+                (mlagent_engine::io::init_random::<B>(&cfg, 0, 0.02, FloatDType::F32, &device), format!("preset {p:?}"))
+            }
+            (None, None) => bail!("give --model DIR or --preset NAME"),
+        };
+        if a.tokens > model.max_positions() {
+            bail!("--tokens {} exceeds the model's {} positions", a.tokens, model.max_positions());
+        }
+        stamp(t0, "model ready");
+        let v = model.vocab_size() as u64;
+        let n = a.warmup + a.steps;
+        // One row of `tokens + 1` ids gives `tokens` input positions, every one labelled.
+        let samples: Vec<Sample> = (0..n * a.batch)
+            .map(|r| Sample {
+                ids: (0..=a.tokens).map(|j| (((r * (a.tokens + 1) + j) as u64 * 7919 + 13) % v) as u32).collect(),
+                labels: vec![true; a.tokens + 1],
+            })
+            .collect();
+        let cfg = SftConfig {
+            epochs: 1,
+            lr: 1e-5,
+            batch_size: a.batch,
+            grad_accum: 1,
+            cutoff_len: a.tokens + 1,
+            warmup_steps: 0,
+            seed: 0,
+            weight_decay: 0.0,
+            beta2: 0.999,
+            max_grad_norm: 1.0,
+            save_every: 0,
+            max_steps: None,
+        };
+        let mut run = SftRun::<B>::new(model, &samples, cfg, device.clone())?;
+        for i in 0..a.warmup {
+            let m = run.train_step(&samples);
+            stamp(t0, &format!("warm-up step {}: {:.3} s, loss {:.4}", i + 1, m.seconds, m.loss));
+        }
+        B::sync(&device)?;
+        let start = Instant::now();
+        let mut steps_s = Vec::with_capacity(a.steps);
+        for i in 0..a.steps {
+            let m = run.train_step(&samples);
+            stamp(t0, &format!("step {}: {:.3} s, loss {:.4}", i + 1, m.seconds, m.loss));
+            steps_s.push(m.seconds);
+        }
+        B::sync(&device)?;
+        Ok(TrainTiming { steps_s, total_s: start.elapsed().as_secs_f64(), name })
+    }
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    let (device, json, b, t) = (a.device, a.json, a.batch, a.tokens);
+    let timing = device.run_autodiff(TrainTask(a))?;
+    let tokens = (b * t) as f64;
+    let steps = timing.steps_s.len() as f64;
+    let median_s = median(timing.steps_s.clone());
+    let mean_tps = tokens * steps / timing.total_s;
+    println!("model    {}", timing.name);
+    println!("device   {device}, f32 weights, activations and AdamW state, batch {b} × {t} tokens");
+    println!("| measure            | seconds/step | tokens/s |");
+    println!("|--------------------|--------------|----------|");
+    println!("| median step        | {median_s:>12.3} | {:>8.1} |", tokens / median_s);
+    println!("| mean, synchronised | {:>12.3} | {mean_tps:>8.1} |", timing.total_s / steps);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"model": timing.name, "device": device.to_string(), "dtype": "f32", "batch": b, "tokens": t,
+                "steps": timing.steps_s.len(), "median_step_s": median_s, "median_tokens_per_s": tokens / median_s,
+                "mean_tokens_per_s": mean_tps})
+        );
+    }
+    Ok(())
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let What::Forward(a) = args.what;
+    let a = match args.what {
+        What::Forward(a) => a,
+        What::Train(a) => return run_train(a),
+    };
     let (device, bf16, json) = (a.device, a.bf16, a.json);
     let (b, t, d) = (a.batch, a.tokens, a.decode_tokens);
     let (timing, name) = device.run(Task(a), bf16)?;
