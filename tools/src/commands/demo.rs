@@ -24,7 +24,7 @@ use std::time::Instant;
 /// {"valid_action_rate": {"base", "sft", "rl"}, "heldout": {"avg_relative_gain": {...}}, "minutes"}.
 /// DIR's stage folders are replaced; the model in DIR/base is reused when present.
 ///
-/// --quick is sized to finish in about 10 minutes on 2 CPU cores; without it the run uses more
+/// --quick is sized to finish in a few minutes on 2 CPU cores (2.3 to 9 measured); without it the run uses more
 /// data, longer prompts and more steps (hours on a CPU).
 ///
 /// Example: mlagent demo --quick --out out/demo --format json
@@ -33,7 +33,7 @@ pub struct Args {
     /// Working directory.
     #[arg(long, default_value = "out/demo")]
     out: PathBuf,
-    /// The small configuration (about 10 minutes on 2 cores).
+    /// The small configuration (a few minutes on 2 cores).
     #[arg(long)]
     quick: bool,
     /// Summary on stdout: text (the report) or json (the report's path, then one JSON line).
