@@ -46,8 +46,8 @@ enum Command {
 /// glibc serves blocks over 128 KiB (its dynamic threshold, up to 32 MiB) with a fresh `mmap` and
 /// `munmap`s them on free, and trims the heap top above 128 KiB: every forward pass then faults in
 /// its activations page by page again. `perf` on the tiny prefill (512 tokens, burn-flex) put ~10 %
-/// of samples in page-fault handling; with these settings none: the tiny prefill ran 1.2–1.6× and
-/// the 0.5B-shape decode 2× faster (BENCHMARKS.md, "Allocator"). `MLAGENT_MALLOC=default` keeps glibc's defaults (for A/B runs).
+/// of samples in page-fault handling; with these settings none: the prefill ran 1.2–1.6× faster
+/// on the tiny shape and 1.2× on the 0.5B shape (BENCHMARKS.md, "Allocator"). `MLAGENT_MALLOC=default` keeps glibc's defaults (for A/B runs).
 fn keep_freed_memory() {
     if std::env::var("MLAGENT_MALLOC").is_ok_and(|v| v == "default") {
         return;
