@@ -126,5 +126,23 @@ impl DeviceKind {
             Self::Cuda(n) => task.run::<Autodiff<CudaBackend>>(burn::backend::cuda::CudaDevice::new(n)),
         }
     }
+
+    /// [`DeviceKind::run_autodiff`], optionally with burn 0.21's gradient checkpointing
+    /// (`BalancedCheckpointing`): outputs of ops burn marks memory-bound (element-wise ops: norms,
+    /// activations, RoPE, residual adds) are not kept for the backward pass but recomputed from
+    /// checkpointed inputs; compute-bound ones (matmuls, the fused attention and loss ops) are kept.
+    /// Gradients are unchanged. burn has no per-layer (recompute-everything) checkpointing.
+    pub fn run_autodiff_checkpointed<T: AutodiffTask>(self, task: T, checkpointing: bool) -> T::Output {
+        use burn::backend::Autodiff;
+        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing as Ckpt;
+        if !checkpointing {
+            return self.run_autodiff(task);
+        }
+        match self {
+            Self::Cpu | Self::CpuNdarray => task.run::<Autodiff<Flex, Ckpt>>(Default::default()),
+            Self::Wgpu => task.run::<Autodiff<Wgpu, Ckpt>>(wgpu_device()),
+            Self::Cuda(n) => task.run::<Autodiff<CudaBackend, Ckpt>>(burn::backend::cuda::CudaDevice::new(n)),
+        }
+    }
 }
 

@@ -309,6 +309,16 @@ fn bench_forward_and_train_report_throughput() {
     assert_eq!((v["batch"].as_u64(), v["tokens"].as_u64(), v["steps"].as_u64()), (Some(2), Some(16), Some(2)), "{v}");
     let (median, mean) = (v["median_tokens_per_s"].as_f64().unwrap(), v["mean_tokens_per_s"].as_f64().unwrap());
     assert!(median > 0.0 && mean > 0.0 && median.is_finite(), "{v}");
+    // Gradient checkpointing recomputes activations: the same losses step for step.
+    let plain = &v["losses"];
+    let c = last_json(&ok(&["bench", "train", "--model", m, "--tokens", "16", "--batch", "2", "--steps", "2", "--warmup", "1", "--grad-checkpointing", "--json"]));
+    assert_eq!(c["grad_checkpointing"], true, "{c}");
+    let (p, q) = (plain.as_array().unwrap(), c["losses"].as_array().unwrap());
+    assert_eq!(p.len(), 3, "{v}");
+    for (x, y) in p.iter().zip(q) {
+        let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "losses differ with checkpointing: {p:?} vs {q:?}");
+    }
     let e = fails(&["bench", "train", "--model", m, "--tokens", "1"]);
     assert!(e.contains("--tokens"), "{e}");
     let e = fails(&["bench", "train", "--model", m, "--tokens", "100000"]);

@@ -67,6 +67,10 @@ struct TrainArgs {
     /// Backend: cpu, wgpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
+    /// Recompute element-wise activations in the backward pass instead of keeping them (burn's
+    /// balanced gradient checkpointing, as `mlagent sft --grad-checkpointing`).
+    #[arg(long)]
+    grad_checkpointing: bool,
     /// Print one JSON line with the results as well.
     #[arg(long)]
     json: bool,
@@ -195,6 +199,8 @@ struct TrainTiming {
     steps_s: Vec<f64>,
     /// Wall seconds of all timed steps, device synchronised at both ends.
     total_s: f64,
+    /// Loss of every step, warm-up included.
+    losses: Vec<f64>,
     name: String,
 }
 
@@ -246,9 +252,11 @@ impl AutodiffTask for TrainTask {
             max_steps: None,
         };
         let mut run = SftRun::<B>::new(model, &samples, cfg, device.clone())?;
+        let mut losses = Vec::with_capacity(n);
         for i in 0..a.warmup {
             let m = run.train_step(&samples);
             stamp(t0, &format!("warm-up step {}: {:.3} s, loss {:.4}", i + 1, m.seconds, m.loss));
+            losses.push(m.loss);
         }
         B::sync(&device)?;
         let start = Instant::now();
@@ -257,21 +265,23 @@ impl AutodiffTask for TrainTask {
             let m = run.train_step(&samples);
             stamp(t0, &format!("step {}: {:.3} s, loss {:.4}", i + 1, m.seconds, m.loss));
             steps_s.push(m.seconds);
+            losses.push(m.loss);
         }
         B::sync(&device)?;
-        Ok(TrainTiming { steps_s, total_s: start.elapsed().as_secs_f64(), name })
+        Ok(TrainTiming { steps_s, total_s: start.elapsed().as_secs_f64(), losses, name })
     }
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
-    let (device, json, b, t) = (a.device, a.json, a.batch, a.tokens);
-    let timing = device.run_autodiff(TrainTask(a))?;
+    let (device, json, b, t, ckpt) = (a.device, a.json, a.batch, a.tokens, a.grad_checkpointing);
+    let timing = device.run_autodiff_checkpointed(TrainTask(a), ckpt)?;
     let tokens = (b * t) as f64;
     let steps = timing.steps_s.len() as f64;
     let median_s = median(timing.steps_s.clone());
     let mean_tps = tokens * steps / timing.total_s;
     println!("model    {}", timing.name);
-    println!("device   {device}, f32 weights, activations and AdamW state, batch {b} × {t} tokens");
+    let ckpt_note = if ckpt { ", gradient checkpointing" } else { "" };
+    println!("device   {device}, f32 weights, activations and AdamW state, batch {b} × {t} tokens{ckpt_note}");
     println!("| measure            | seconds/step | tokens/s |");
     println!("|--------------------|--------------|----------|");
     println!("| median step        | {median_s:>12.3} | {:>8.1} |", tokens / median_s);
@@ -281,7 +291,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
             "{}",
             serde_json::json!({"model": timing.name, "device": device.to_string(), "dtype": "f32", "batch": b, "tokens": t,
                 "steps": timing.steps_s.len(), "median_step_s": median_s, "median_tokens_per_s": tokens / median_s,
-                "mean_tokens_per_s": mean_tps})
+                "mean_tokens_per_s": mean_tps, "grad_checkpointing": ckpt, "losses": timing.losses})
         );
     }
     Ok(())

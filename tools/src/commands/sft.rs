@@ -76,9 +76,16 @@ pub struct Args {
     /// Continue from a checkpoint directory (OUT/checkpoint-N).
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Backend: cpu, wgpu, cuda or cuda:N (training computes in f32).
+    /// Backend: cpu, wgpu, cuda or cuda:N. Training computes in f32 on every backend: burn 0.21 has
+    /// no mixed-precision autocast, and a bf16 model would keep its weights and AdamW moments in
+    /// bf16 too (no f32 master copy), which loses updates smaller than bf16's 8-bit mantissa.
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
+    /// Gradient checkpointing as burn 0.21 offers it (balanced): element-wise activations (norms,
+    /// SiLU, RoPE, residual adds) are recomputed in the backward pass instead of kept; matmul and
+    /// fused-attention outputs are kept. Same gradients, less activation memory, some extra time.
+    #[arg(long)]
+    grad_checkpointing: bool,
     /// Expert trajectories NOT trained on (trajectories.jsonl of a separate `mlagent collect`): after
     /// training, the model's greedy action in --eval-states-count of their states runs in the real
     /// environment; valid-action rate and mean reward (eq. 6) go to OUT/eval_states.json.
@@ -302,6 +309,6 @@ pub fn run(args: Args) -> Result<()> {
         samples.iter().map(Sample::label_count).sum::<usize>()
     );
     let eos = mlagent_engine::tokenizer::eos_ids(&model_dir, Some(&tok))?;
-    let device = args.device;
-    device.run_autodiff(Task { args, samples, val_samples, cfg, max_prompt_tokens, model_dir, config, eos })
+    let (device, ckpt) = (args.device, args.grad_checkpointing);
+    device.run_autodiff_checkpointed(Task { args, samples, val_samples, cfg, max_prompt_tokens, model_dir, config, eos }, ckpt)
 }
