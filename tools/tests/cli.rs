@@ -209,6 +209,17 @@ fn sft_trains_saves_and_resumes() {
     // The checkpoint's own max-steps (2) is reached already: resuming finishes at once and re-saves.
     ok(&args);
     assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 2);
+    // Validation every step: a val row per step, and the end-of-training report is the last step's.
+    let vout = tmp.path().join("val");
+    let d = data.to_str().unwrap();
+    ok(&["sft", "--model", model.to_str().unwrap(), "--data", d, "--out", vout.to_str().unwrap(), "--batch-size", "1",
+        "--epochs", "1", "--max-steps", "2", "--val-data", d, "--val-every", "1"]);
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(vout.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let vals: Vec<&serde_json::Value> = rows.iter().filter(|r| r.get("val_loss").is_some()).collect();
+    assert_eq!((rows.len(), vals.len()), (4, 2), "{rows:?}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(vout.join("validation.json")).unwrap()).unwrap();
+    assert_eq!(report["held_out"]["loss"], vals[1]["val_loss"], "{report}");
     let e = fails(&["sft", "--model", model.to_str().unwrap(), "--data", "/no/data.jsonl", "--out", out.to_str().unwrap()]);
     assert!(e.contains("/no/data.jsonl"), "{e}");
 }

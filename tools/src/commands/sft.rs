@@ -183,6 +183,7 @@ impl AutodiffTask for Task {
         let bar = ProgressBar::new(total as u64).with_position(run.step as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}").expect("template"));
         let save_every = run.cfg.save_every;
+        let mut last_val = None; // (step, validation) of the latest --val-every check
         while !run.finished() {
             let m = run.train_step(&samples);
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
@@ -193,6 +194,7 @@ impl AutodiffTask for Task {
                 let row = serde_json::json!({"step": m.step, "val_loss": v.loss, "val_token_accuracy": v.token_accuracy, "val_exact": v.exact});
                 writeln!(metrics, "{row}")?;
                 bar.println(format!("step {}: val loss {:.4}, token accuracy {:.4}, exact {:.3}", m.step, v.loss, v.token_accuracy, v.exact));
+                last_val = Some((m.step, v));
             }
             if save_every > 0 && m.step % save_every == 0 && m.step < total {
                 run.save_checkpoint(&args.out.join(format!("checkpoint-{}", m.step)), &config, &model_dir, &eos)?;
@@ -211,7 +213,11 @@ impl AutodiffTask for Task {
         println!("curves in {}", curves.display());
         if !val_samples.is_empty() {
             let model = run.model.valid();
-            let val = validate(&model, &val_samples, VAL_BATCH, &run_device);
+            // The last --val-every check already validated the final weights when it fell on the last step.
+            let val = match last_val {
+                Some((step, v)) if step == run.step => v,
+                _ => validate(&model, &val_samples, VAL_BATCH, &run_device),
+            };
             let n = val_samples.len().min(samples.len());
             let picks: Vec<Sample> = mlagent_train::state_eval::spread(samples.len(), n).into_iter().map(|i| samples[i].clone()).collect();
             let train = validate(&model, &picks, VAL_BATCH, &run_device);
