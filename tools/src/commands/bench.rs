@@ -44,14 +44,36 @@ enum What {
     Train(TrainArgs),
 }
 
+/// The model a benchmark runs: an HF directory, or random weights of a preset shape.
 #[derive(clap::Args, Clone)]
-struct TrainArgs {
+struct ModelSource {
     /// HF model directory (or use --preset for random weights of a named shape).
     #[arg(long, required_unless_present = "preset")]
     model: Option<PathBuf>,
     /// Random-weight model of a named shape: tiny or 0.5b.
     #[arg(long, conflicts_with = "model")]
     preset: Option<Preset>,
+}
+
+impl ModelSource {
+    /// Loads the model in `dtype` (a preset gets at least `positions` positions) and its name.
+    fn load<B: Backend>(&self, dtype: FloatDType, positions: usize, device: &B::Device) -> Result<(Qwen2<B>, String)> {
+        Ok(match (&self.model, self.preset) {
+            (Some(dir), _) => (mlagent_engine::io::load::<B>(dir, dtype, device)?.0, dir.display().to_string()),
+            (None, Some(p)) => {
+                let mut cfg = p.config();
+                cfg.max_position_embeddings = cfg.max_position_embeddings.max(positions);
+                (mlagent_engine::io::init_random::<B>(&cfg, 0, 0.02, dtype, device), format!("preset {p:?}"))
+            }
+            (None, None) => bail!("give --model DIR or --preset NAME"),
+        })
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct TrainArgs {
+    #[command(flatten)]
+    source: ModelSource,
     /// Tokens per row.
     #[arg(long, default_value_t = 512)]
     tokens: usize,
@@ -78,12 +100,8 @@ struct TrainArgs {
 
 #[derive(clap::Args, Clone)]
 struct ForwardArgs {
-    /// HF model directory (or use --preset for random weights of a named shape).
-    #[arg(long, required_unless_present = "preset")]
-    model: Option<PathBuf>,
-    /// Random-weight model of a named shape: tiny or 0.5b.
-    #[arg(long, conflicts_with = "model")]
-    preset: Option<Preset>,
+    #[command(flatten)]
+    source: ModelSource,
     /// Prompt length for prefill.
     #[arg(long, default_value_t = 512)]
     tokens: usize,
@@ -159,15 +177,7 @@ impl BackendTask for Task {
     fn run<B: Backend + mlagent_kernels::KernelBackend>(self, device: B::Device, dtype: FloatDType) -> Self::Output {
         let a = self.0;
         let t0 = Instant::now();
-        let (model, name) = match (&a.model, a.preset) {
-            (Some(dir), _) => (mlagent_engine::io::load::<B>(dir, dtype, &device)?.0, dir.display().to_string()),
-            (None, Some(p)) => {
-                let mut cfg = p.config();
-                cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.tokens + a.decode_tokens + 1);
-                (mlagent_engine::io::init_random::<B>(&cfg, 0, 0.02, dtype, &device), format!("preset {p:?}"))
-            }
-            (None, None) => bail!("give --model DIR or --preset NAME"),
-        };
+        let (model, name) = a.source.load::<B>(dtype, a.tokens + a.decode_tokens + 1, &device)?;
         if a.tokens == 0 || a.tokens + a.decode_tokens > model.max_positions() {
             bail!("--tokens {} + --decode-tokens {} must be within 1..={} positions", a.tokens, a.decode_tokens, model.max_positions());
         }
@@ -215,15 +225,7 @@ impl AutodiffTask for TrainTask {
             bail!("--tokens must be at least 2, --batch and --steps at least 1");
         }
         let t0 = Instant::now();
-        let (model, name) = match (&a.model, a.preset) {
-            (Some(dir), _) => (mlagent_engine::io::load::<B>(dir, FloatDType::F32, &device)?.0, dir.display().to_string()),
-            (None, Some(p)) => {
-                let mut cfg = p.config();
-                cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.tokens + 1);
-                (mlagent_engine::io::init_random::<B>(&cfg, 0, 0.02, FloatDType::F32, &device), format!("preset {p:?}"))
-            }
-            (None, None) => bail!("give --model DIR or --preset NAME"),
-        };
+        let (model, name) = a.source.load::<B>(FloatDType::F32, a.tokens + 1, &device)?;
         if a.tokens > model.max_positions() {
             bail!("--tokens {} exceeds the model's {} positions", a.tokens, model.max_positions());
         }
@@ -252,20 +254,20 @@ impl AutodiffTask for TrainTask {
             max_steps: None,
         };
         let mut run = SftRun::<B>::new(model, &samples, cfg, device.clone())?;
-        let mut losses = Vec::with_capacity(n);
-        for i in 0..a.warmup {
+        let (mut losses, mut steps_s) = (Vec::with_capacity(n), Vec::with_capacity(a.steps));
+        let mut start = Instant::now();
+        for i in 0..n {
+            if i == a.warmup {
+                B::sync(&device)?; // the timed steps start on an idle device
+                start = Instant::now();
+            }
             let m = run.train_step(&samples);
-            stamp(t0, &format!("warm-up step {}: {:.3} s, loss {:.4}", i + 1, m.seconds, m.loss));
+            let what = if i < a.warmup { format!("warm-up step {}", i + 1) } else { format!("step {}", i + 1 - a.warmup) };
+            stamp(t0, &format!("{what}: {:.3} s, loss {:.4}", m.seconds, m.loss));
             losses.push(m.loss);
-        }
-        B::sync(&device)?;
-        let start = Instant::now();
-        let mut steps_s = Vec::with_capacity(a.steps);
-        for i in 0..a.steps {
-            let m = run.train_step(&samples);
-            stamp(t0, &format!("step {}: {:.3} s, loss {:.4}", i + 1, m.seconds, m.loss));
-            steps_s.push(m.seconds);
-            losses.push(m.loss);
+            if i >= a.warmup {
+                steps_s.push(m.seconds);
+            }
         }
         B::sync(&device)?;
         Ok(TrainTiming { steps_s, total_s: start.elapsed().as_secs_f64(), losses, name })
