@@ -80,10 +80,7 @@ pub fn wgpu_device() -> burn::backend::wgpu::WgpuDevice {
             return WgpuDevice::Cpu;
         }
     }
-    let instance = wgpu::Instance::default();
-    let adapters = cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    let has_gpu = adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
-    if has_gpu { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu }
+    if mlagent_kernels::gpu_adapter_present() { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu }
 }
 
 /// The CUDA backend: burn's CubeCL backend on the CUDA runtime, without burn's fusion layer.

@@ -95,26 +95,16 @@ static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 /// Whether CubeCL backends run the flash-attention backward *kernels* (`true`) or the closed-form
 /// [`flash_bwd_reference`] from plain burn ops (`false`, the default).
 ///
-/// The default is the reference because the portable backward kernels gave wrong gradients in
-/// measured cases: on lavapipe from 328 tokens at head dim 64 (right at 321) and from 168 at head
-/// dim 128 (right at 160), 1 head, batch 1; head dim 32 is right at 336, 672 and 700 tokens. On an
-/// H200 they were wrong whenever B·H > 1; that CUDA failure had another cause, found and fixed
-/// (outputs with padded rows, see `crate::cube`), not yet re-run on a GPU. The lavapipe failure
-/// remains: WGPU allocations are contiguous, so it is not that. The reference materialises `[Tq, Tk]` probabilities,
-/// like the CPU path. Set `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`], to run
-/// the kernels (`mlagent kernels check/bench` do, since they measure the kernels).
+/// The reference materialises `[Tq, Tk]` probabilities (like the CPU path) but runs on burn's
+/// tensor-core matmuls; the portable backward kernels reached 2.34 TFLOP/s forward+backward on an
+/// H200 (BENCHMARKS.md), slower than that at training lengths, so they are opt-in: set
+/// `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`] (`mlagent kernels check/bench`
+/// do, since they measure the kernels).
 ///
-/// What is known of the lavapipe failure: every row of dq, dk and dv is wrong and columns 1..D of
-/// all three are exactly zero, as if only `d = 0` of each staged row were read. It is deterministic,
-/// and unchanged by a device sync between the delta, dq and dk/dv launches, by `LP_NUM_THREADS=0/1`
-/// and by `GALLIVM_DEBUG=nopt`. The generated WGSL reads the right metadata, and a probe kernel with
-/// the same arguments read the right strides, lengths and values at 328 tokens. A copy of the dq
-/// kernel with extra diagnostic writes gave different row values from the original on the same
-/// inputs at 336 tokens, and equal ones at 321. So the failure depends on the compiled shader, not
-/// only on the algorithm. It is the same without burn's fusion layer (`CubeBackend` directly), and
-/// the same in two calls in a row: at 336 tokens, head dim 64, row 0 of dq, dk and dv holds a value
-/// in column 0 (2.04×, 0.97×, 0.98× the reference's) and exactly 0.0 in columns 1..3 of fresh
-/// buffers, and only 92–174 of the 21504 elements of each match. The root cause is not found.
+/// Both failures that once made the kernels' gradients wrong are explained and fixed: on CUDA,
+/// outputs allocated with padded rows (see `crate::cube`); on lavapipe, Mesa's per-invocation loop
+/// limit of 65535 passes (see `crate::cube::attention_kernels`), past which the launcher now uses
+/// this reference.
 pub fn backward_kernel() -> bool {
     match BACKWARD_KERNEL.load(Ordering::Relaxed) {
         1 => true,

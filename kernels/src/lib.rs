@@ -10,6 +10,7 @@
 //! Letters used in shape comments: B batch, H query heads, K key/value heads, G = H / K query heads
 //! per KV head, Tq query tokens, Tk key tokens, D head dim, N tokens of a loss, V vocabulary.
 
+mod adapter;
 pub mod attention;
 pub mod attention_ops;
 mod autodiff;
@@ -22,6 +23,7 @@ pub mod ppo;
 #[cfg(test)]
 mod wgpu_tests;
 
+pub use adapter::gpu_adapter_present;
 pub use attention::{AttentionMask, attention};
 pub use attention_ops::{FlashParams, flash_attention, flash_attention_with_lse};
 pub use ops::KernelBackend;

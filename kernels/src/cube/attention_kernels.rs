@@ -7,8 +7,59 @@
 //! arithmetic is f32. Masking is index arithmetic: key `j` is visible to query `i` of batch row
 //! `b` iff `j >= pad[b]` and, if causal, `j <= q_offset + i`. GQA: query head `h` reads KV head
 //! `h / (H / K)`; K and V are never repeated.
+//!
+//! Tile loads are unrolled, and so are the loops over `head_dim` when `unroll_rows` (head dims up to
+//! [`UNROLL_MAX_HEAD_DIM`]; the per-row arrays are then indexed by constants). That matters on Mesa's
+//! lavapipe/llvmpipe: its shader compiler (gallivm) gives each shader invocation a single loop
+//! limiter of 65535 iterations, shared by all its loops, and once it runs out every loop exits
+//! after one pass, so results are silently wrong (`LP_MAX_TGSI_LOOP_ITERATIONS`, `lp_exec_endloop`
+//! in Mesa). With one iteration per element of `head_dim` that happened from 326 keys at head dim
+//! 64 and 165 at 128 in the backward, and from ~450 keys at head dim 64 in the forward.
+//! [`fwd_loop_iterations`] and its siblings count the passes; the launcher checks them against the
+//! limit on software adapters and uses plain burn ops past it. Larger head dims stay rolled because
+//! lavapipe compiles the unrolled kernels slowly (measured without Mesa's shader cache: 4 minutes
+//! at head dim 64 against 7 s rolled, 12 s unrolled at 32); unrolling in chunks of 32 instead
+//! indexes the arrays dynamically and was slower still (76 s at 128, 336 s at 64).
 
 use cubecl::prelude::*;
+
+/// Units per cube of the query-row and key-row kernels (rows owned by one cube).
+pub const UNITS: usize = 32;
+
+/// Largest head dim whose loops are unrolled.
+pub const UNROLL_MAX_HEAD_DIM: usize = 32;
+
+/// Whether the loops over `head_dim` are unrolled (`unroll_rows` of the kernels).
+pub fn unroll_rows(head_dim: usize) -> bool {
+    head_dim <= UNROLL_MAX_HEAD_DIM
+}
+
+/// What one loop over a row of `head_dim` costs gallivm's limiter: every pass of a loop counts,
+/// the one that exits included (n + 1 for n iterations), and an unrolled loop costs nothing.
+fn row_loop(head_dim: usize) -> usize {
+    if unroll_rows(head_dim) { 0 } else { head_dim + 1 }
+}
+
+/// Loop passes one unit of [`flash_fwd_kernel`] makes at most (the unit that sees every key): per
+/// key tile, one pass of the tile loop, two loops over the tile's `block_k` keys with two row loops
+/// per key, and one rescale of the accumulator; plus the row loops before and after.
+pub fn fwd_loop_iterations(tk: usize, head_dim: usize, block_k: usize) -> usize {
+    let row = row_loop(head_dim);
+    tk.div_ceil(block_k) * (1 + 2 * (block_k + 1) + block_k * 2 * row + row) + 2 * row + 1
+}
+
+/// Loop passes one unit of [`flash_dq_kernel`] makes at most (three row loops per key).
+pub fn dq_loop_iterations(tk: usize, head_dim: usize, block_k: usize) -> usize {
+    let row = row_loop(head_dim);
+    tk.div_ceil(block_k) * (1 + (block_k + 1) + block_k * 3 * row) + 2 * row + 1
+}
+
+/// Loop passes one unit of [`flash_dkv_kernel`] makes at most: every query tile of each of the
+/// `groups` query heads that share the unit's KV head (three row loops per query).
+pub fn dkv_loop_iterations(tq: usize, head_dim: usize, block_q: usize, groups: usize) -> usize {
+    let row = row_loop(head_dim);
+    groups * (2 + tq.div_ceil(block_q) * (1 + (block_q + 1) + block_q * 3 * row)) + 2 * row + 1
+}
 
 /// Whether key `key` is visible to query `row`.
 #[cube]
@@ -21,7 +72,7 @@ pub(crate) fn visible(key: usize, row: usize, tk: usize, pad: usize, q_offset: u
 }
 
 /// Copies rows `first..first + rows` of the `[.., T, D]` slice at `base` into `sh` as f32, zero
-/// past `t`. All units of the cube take part.
+/// past `t`. All [`UNITS`] units of the cube take part; the loop is unrolled (see the module doc).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_tile<F: Float>(
@@ -35,23 +86,27 @@ fn load_tile<F: Float>(
 ) {
     let st = src.stride(2);
     let sd = src.stride(3);
-    let mut idx = UNIT_POS_X as usize;
-    while idx < rows * head_dim {
-        let r = first + idx / head_dim;
-        let d = idx % head_dim;
-        let mut x = f32::new(0.0);
-        if r < t {
-            x = f32::cast_from(src[base + r * st + d * sd]);
+    let n = comptime!(rows * head_dim);
+    #[unroll]
+    for i in 0..comptime!(n.div_ceil(UNITS)) {
+        let idx = i * UNITS + UNIT_POS_X as usize;
+        if idx < n {
+            let r = first + idx / head_dim;
+            let d = idx % head_dim;
+            let mut x = f32::new(0.0);
+            if r < t {
+                x = f32::cast_from(src[base + r * st + d * sd]);
+            }
+            sh[idx] = x;
         }
-        sh[idx] = x;
-        idx += CUBE_DIM_X as usize;
     }
 }
 
 /// `Σ_d a[d]·sh[off + d]`.
 #[cube]
-fn dot_shared(a: &Array<f32>, sh: &SharedMemory<f32>, off: usize, #[comptime] head_dim: usize) -> f32 {
+fn dot_shared(a: &Array<f32>, sh: &SharedMemory<f32>, off: usize, #[comptime] head_dim: usize, #[comptime] unroll_rows: bool) -> f32 {
     let mut s = f32::new(0.0);
+    #[unroll(unroll_rows)]
     for d in 0..head_dim {
         s += a[d] * sh[off + d];
     }
@@ -101,11 +156,12 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
     q_offset: usize,
     #[comptime] causal: bool,
     #[comptime] head_dim: usize,
+    #[comptime] unroll_rows: bool,
     #[comptime] block_k: usize,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let tid = UNIT_POS_X as usize;
-    let first_row = CUBE_POS_X as usize * CUBE_DIM_X as usize;
+    let first_row = CUBE_POS_X as usize * UNITS;
     let row = first_row + tid;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
@@ -119,6 +175,7 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
     let mut acc = Array::<f32>::new(head_dim);
     let mut sc = Array::<f32>::new(block_k);
     let qb = b * q.stride(0) + h * q.stride(1) + row * q.stride(2);
+    #[unroll(unroll_rows)]
     for d in 0..head_dim {
         acc[d] = f32::new(0.0);
         qa[d] = f32::new(0.0);
@@ -133,7 +190,7 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
     let lowest = f32::min_value();
     let mut m = lowest;
     let mut l = f32::new(0.0);
-    let (start, end) = key_range(first_row, CUBE_DIM_X as usize, tq, tk, pad_b, q_offset, block_k, causal);
+    let (start, end) = key_range(first_row, UNITS, tq, tk, pad_b, q_offset, block_k, causal);
     let mut kt = start;
     while kt < end {
         load_tile::<F>(k, kb, kt, tk, &mut ks, block_k, head_dim);
@@ -144,7 +201,7 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
             for j in 0..block_k {
                 let mut s = lowest;
                 if visible(kt + j, row, tk, pad_b, q_offset, causal) {
-                    s = dot_shared(&qa, &ks, j * head_dim, head_dim);
+                    s = dot_shared(&qa, &ks, j * head_dim, head_dim, unroll_rows);
                     mt = mt.max(s);
                 }
                 sc[j] = s;
@@ -154,6 +211,7 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
                 let m_new = m.max(mt);
                 let corr = (m - m_new).exp();
                 l *= corr;
+                #[unroll(unroll_rows)]
                 for d in 0..head_dim {
                     acc[d] *= corr;
                 }
@@ -161,6 +219,7 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
                     if visible(kt + j, row, tk, pad_b, q_offset, causal) {
                         let p = (sc[j] - m_new).exp();
                         l += p;
+                        #[unroll(unroll_rows)]
                         for d in 0..head_dim {
                             acc[d] += p * vs[j * head_dim + d];
                         }
@@ -176,12 +235,14 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
         let r = (b * nh + h) * tq + row;
         if l > f32::new(0.0) {
             let inv = f32::new(1.0) / l;
+            #[unroll(unroll_rows)]
             for d in 0..head_dim {
                 out[r * head_dim + d] = F::cast_from(acc[d] * inv);
             }
             lse[r] = m + l.ln();
         } else {
             // No visible key (a padding query): output 0, and an lse that zeroes every P in backward.
+            #[unroll(unroll_rows)]
             for d in 0..head_dim {
                 out[r * head_dim + d] = F::new(0.0);
             }
@@ -197,6 +258,7 @@ pub fn flash_delta_kernel<F: Float>(
     dout: &Tensor<F>,
     delta: &mut Tensor<f32>,
     #[comptime] head_dim: usize,
+    #[comptime] unroll_rows: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let r = ABSOLUTE_POS;
@@ -204,6 +266,7 @@ pub fn flash_delta_kernel<F: Float>(
         terminate!();
     }
     let mut s = f32::new(0.0);
+    #[unroll(unroll_rows)]
     for d in 0..head_dim {
         s += f32::cast_from(out[r * head_dim + d]) * f32::cast_from(dout[r * head_dim + d]);
     }
@@ -226,11 +289,12 @@ pub fn flash_dq_kernel<F: Float, I: Numeric>(
     q_offset: usize,
     #[comptime] causal: bool,
     #[comptime] head_dim: usize,
+    #[comptime] unroll_rows: bool,
     #[comptime] block_k: usize,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let tid = UNIT_POS_X as usize;
-    let first_row = CUBE_POS_X as usize * CUBE_DIM_X as usize;
+    let first_row = CUBE_POS_X as usize * UNITS;
     let row = first_row + tid;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
@@ -248,6 +312,7 @@ pub fn flash_dq_kernel<F: Float, I: Numeric>(
     let ob = b * dout.stride(0) + h * dout.stride(1) + row * dout.stride(2);
     let mut lse_r = f32::new(0.0);
     let mut delta_r = f32::new(0.0);
+    #[unroll(unroll_rows)]
     for d in 0..head_dim {
         acc[d] = f32::new(0.0);
         qa[d] = f32::new(0.0);
@@ -265,7 +330,7 @@ pub fn flash_dq_kernel<F: Float, I: Numeric>(
     let mut vs = SharedMemory::<f32>::new(block_k * head_dim);
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
-    let (start, end) = key_range(first_row, CUBE_DIM_X as usize, tq, tk, pad_b, q_offset, block_k, causal);
+    let (start, end) = key_range(first_row, UNITS, tq, tk, pad_b, q_offset, block_k, causal);
     let mut kt = start;
     while kt < end {
         load_tile::<F>(k, kb, kt, tk, &mut ks, block_k, head_dim);
@@ -274,8 +339,9 @@ pub fn flash_dq_kernel<F: Float, I: Numeric>(
         if row_ok {
             for j in 0..block_k {
                 if visible(kt + j, row, tk, pad_b, q_offset, causal) {
-                    let p = (dot_shared(&qa, &ks, j * head_dim, head_dim) - lse_r).exp();
-                    let ds = p * (dot_shared(&doa, &vs, j * head_dim, head_dim) - delta_r);
+                    let p = (dot_shared(&qa, &ks, j * head_dim, head_dim, unroll_rows) - lse_r).exp();
+                    let ds = p * (dot_shared(&doa, &vs, j * head_dim, head_dim, unroll_rows) - delta_r);
+                    #[unroll(unroll_rows)]
                     for d in 0..head_dim {
                         acc[d] += ds * ks[j * head_dim + d];
                     }
@@ -286,6 +352,7 @@ pub fn flash_dq_kernel<F: Float, I: Numeric>(
         kt += block_k;
     }
     if row_ok {
+        #[unroll(unroll_rows)]
         for d in 0..head_dim {
             dq[r * head_dim + d] = F::cast_from(acc[d] * scale);
         }
@@ -310,11 +377,12 @@ pub fn flash_dkv_kernel<F: Float, I: Numeric>(
     q_offset: usize,
     #[comptime] causal: bool,
     #[comptime] head_dim: usize,
+    #[comptime] unroll_rows: bool,
     #[comptime] block_q: usize,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let tid = UNIT_POS_X as usize;
-    let first_key = CUBE_POS_X as usize * CUBE_DIM_X as usize;
+    let first_key = CUBE_POS_X as usize * UNITS;
     let key = first_key + tid;
     let kvh = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
@@ -330,6 +398,7 @@ pub fn flash_dkv_kernel<F: Float, I: Numeric>(
     let mut dva = Array::<f32>::new(head_dim);
     let kb = b * k.stride(0) + kvh * k.stride(1) + key * k.stride(2);
     let vb = b * v.stride(0) + kvh * v.stride(1) + key * v.stride(2);
+    #[unroll(unroll_rows)]
     for d in 0..head_dim {
         ka[d] = f32::new(0.0);
         va[d] = f32::new(0.0);
@@ -378,8 +447,9 @@ pub fn flash_dkv_kernel<F: Float, I: Numeric>(
                         vis = vis && key <= q_offset + i;
                     }
                     if vis {
-                        let p = (dot_shared(&ka, &qs, r * head_dim, head_dim) - lse_s[r]).exp();
-                        let ds = p * (dot_shared(&va, &dos, r * head_dim, head_dim) - delta_s[r]);
+                        let p = (dot_shared(&ka, &qs, r * head_dim, head_dim, unroll_rows) - lse_s[r]).exp();
+                        let ds = p * (dot_shared(&va, &dos, r * head_dim, head_dim, unroll_rows) - delta_s[r]);
+                        #[unroll(unroll_rows)]
                         for d in 0..head_dim {
                             dva[d] += p * dos[r * head_dim + d];
                             dka[d] += ds * qs[r * head_dim + d];
@@ -393,6 +463,7 @@ pub fn flash_dkv_kernel<F: Float, I: Numeric>(
     }
     if key < tk {
         let o = ((b * nkv + kvh) * tk + key) * head_dim;
+        #[unroll(unroll_rows)]
         for d in 0..head_dim {
             dk[o + d] = F::cast_from(dka[d] * scale);
             dv[o + d] = F::cast_from(dva[d]);

@@ -15,7 +15,6 @@ pub mod logits_kernels;
 
 use crate::KernelBackend;
 use crate::attention_ops::FlashParams;
-use crate::ops::{fp, ft};
 use crate::ppo::{KlEstimator, PpoTokenParams};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{
@@ -54,8 +53,40 @@ fn tile_rows(head_dim: usize, cap: usize) -> usize {
     (2048 / head_dim.max(1)).next_power_of_two().clamp(8, cap)
 }
 
-/// Units per attention cube (rows owned by one cube).
-const ATTN_UNITS: usize = 32;
+use attention_kernels::UNITS as ATTN_UNITS;
+
+/// Loop passes one shader invocation may make on a software Vulkan adapter: the 65535 of Mesa's
+/// llvmpipe loop limiter (see [`attention_kernels`]) less a margin.
+const SOFTWARE_LOOP_BUDGET: usize = 64_000;
+
+/// Whether `t` lives on a WGPU CPU adapter (Mesa lavapipe): `WgpuDevice::Cpu`, or the default
+/// device on a machine whose only adapters are CPU ones.
+fn software_adapter<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    use cubecl::wgpu::WgpuDevice;
+    let Some(device) = (&t.device as &dyn std::any::Any).downcast_ref::<WgpuDevice>() else { return false };
+    #[allow(deprecated)]
+    match device {
+        WgpuDevice::Cpu => true,
+        WgpuDevice::DefaultDevice | WgpuDevice::BestAvailable => !crate::gpu_adapter_present(),
+        _ => false,
+    }
+}
+
+/// Whether a kernel whose units each run `iterations` loop iterations computes correctly on
+/// `t`'s device; warns once per process when it does not (the caller then uses plain burn ops).
+fn within_loop_limit<R: CubeRuntime>(t: &CubeTensor<R>, iterations: usize, what: &str) -> bool {
+    if iterations <= SOFTWARE_LOOP_BUDGET || !software_adapter(t) {
+        return true;
+    }
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "{what}: {iterations} loop iterations per shader invocation exceed the software Vulkan adapter's \
+             limit (65535 in Mesa lavapipe); using plain burn ops (exact, more memory) for this and larger shapes"
+        )
+    });
+    false
+}
 
 /// Whether the tensor-core forward ([`attention_cmma`]) serves these inputs: f16/bf16, a head dim
 /// that is a multiple of 16 (at most 256), a runtime with 16×16×16 `cmma` for that dtype into f32,
@@ -262,6 +293,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         if b * h * tq == 0 {
             return (out, lse);
         }
+        let tk = k.meta.shape().dims::<4>()[2];
+        if !within_loop_limit(&q, attention_kernels::fwd_loop_iterations(tk, d, tile_rows(d, 64)), "attention forward") {
+            return crate::attention_ops::flash_fwd_reference::<Self>(q, k, v, pad, p);
+        }
         let client = q.client.clone();
         let address_type = addr(&[&q, &k, &v, &out]);
         let dtypes = [q.dtype.into(), pad.dtype.into()];
@@ -300,6 +335,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             p.q_offset,
             p.causal,
             d,
+            attention_kernels::unroll_rows(d),
             tile_rows(d, 64),
             dtypes,
         );
@@ -322,6 +358,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         }
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
         let [_, kh, tk, _] = k.meta.shape().dims::<4>();
+        let iterations = attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
+            .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh));
+        if !within_loop_limit(&q, iterations, "attention backward") {
+            return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);
+        }
         let client = q.client.clone();
         let dq = empty(&q, Shape::new([b, h, tq, d]), q.dtype);
         let dk = empty(&q, Shape::new([b, kh, tk, d]), k.dtype);
@@ -343,6 +384,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dout.clone().into_tensor_arg(),
             delta.clone().into_tensor_arg(),
             d,
+            attention_kernels::unroll_rows(d),
             dout.dtype.into(),
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
@@ -363,54 +405,33 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             p.q_offset,
             p.causal,
             d,
+            attention_kernels::unroll_rows(d),
             tile_rows(d, 64),
             dtypes,
         );
-        // The kernel's own loop over a group's query heads gives wrong dK/dV on some shapes (measured on
-        // lavapipe: 4 query / 2 KV heads, 200 tokens, head_dim 64, dK off by 14× in relative error;
-        // one KV head per query head is right there). Until that loop is fixed, grouped K/V are
-        // repeated to one head per query head, and each group's dK/dV summed afterwards.
-        let groups = h / kh;
-        let (k_run, v_run) = if groups > 1 {
-            let rep = |t: CubeTensor<R>| {
-                into_contiguous(fp::<Self, 4>(ft::<Self, 4>(t).unsqueeze_dim::<5>(2).expand([b, kh, groups, tk, d]).reshape([b, h, tk, d])))
-            };
-            (rep(k), rep(v))
-        } else {
-            (k, v)
-        };
-        let (dk_run, dv_run) = if groups > 1 {
-            let e = || empty(&q, Shape::new([b, h, tk, d]), dk.dtype);
-            (e(), e())
-        } else {
-            (dk.clone(), dv.clone())
-        };
         // block_q <= ATTN_UNITS: the first block_q units load the tile's lse and delta.
         attention_kernels::flash_dkv_kernel::launch::<R>(
             &client,
-            CubeCount::Static(tk.div_ceil(ATTN_UNITS) as u32, if groups > 1 { h } else { kh } as u32, b as u32),
+            CubeCount::Static(tk.div_ceil(ATTN_UNITS) as u32, kh as u32, b as u32),
             CubeDim::new_1d(ATTN_UNITS as u32),
             address_type,
             q.into_tensor_arg(),
-            k_run.into_tensor_arg(),
-            v_run.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
             dout.into_tensor_arg(),
             lse.into_tensor_arg(),
             delta.into_tensor_arg(),
             pad.into_tensor_arg(),
-            dk_run.clone().into_tensor_arg(),
-            dv_run.clone().into_tensor_arg(),
+            dk.clone().into_tensor_arg(),
+            dv.clone().into_tensor_arg(),
             p.scale,
             p.q_offset,
             p.causal,
             d,
+            attention_kernels::unroll_rows(d),
             tile_rows(d, ATTN_UNITS),
             dtypes,
         );
-        if groups > 1 {
-            let sum = |t: CubeTensor<R>| fp::<Self, 4>(ft::<Self, 4>(t).reshape([b, kh, groups, tk, d]).sum_dim(2).reshape([b, kh, tk, d]));
-            return (dq, sum(dk_run), sum(dv_run));
-        }
         (dq, dk, dv)
     }
 }
