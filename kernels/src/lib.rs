@@ -17,6 +17,7 @@ mod autodiff;
 pub mod check;
 pub mod cpu_attention;
 pub mod cube;
+pub mod device_memory;
 mod fusion;
 pub mod ops;
 pub mod ppo;

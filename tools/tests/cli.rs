@@ -335,3 +335,25 @@ fn bench_forward_and_train_report_throughput() {
     let e = fails(&["bench", "train", "--model", m, "--tokens", "100000"]);
     assert!(e.contains("100000") && e.contains("positions"), "{e}");
 }
+
+#[test]
+fn kernels_bench_reports_time_and_device_memory() {
+    let args = |device: &'static str| ["kernels", "bench", "--device", device, "--op", "ppo", "--tokens", "64", "--vocab", "1000", "--bwd", "--warmup", "1", "--repeats", "2", "--format", "json"];
+    let v = last_json(&ok(&args("cpu")));
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 2, "{v}");
+    assert!(r.iter().all(|x| x["ms"].as_f64().unwrap() > 0.0 && x["GB/s"].as_f64().unwrap() > 0.0), "{v}");
+    // No device pools on the CPU backend: no memory figures rather than zeros.
+    assert!(r[0]["kept_bytes"].is_null() && r[0]["peak_bytes_max"].is_null(), "{v}");
+    if !mlagent_engine::device::wgpu_available() {
+        eprintln!("skipping the wgpu half: no wgpu adapter");
+        return;
+    }
+    // On a CubeCL device the fused loss keeps one dlogits buffer [64, 1000] f32 and nothing of that
+    // size besides; the bound on its peak is at least what it kept.
+    let v = last_json(&ok(&args("wgpu")));
+    let fused = &v["results"][0];
+    let dlogits = 64 * 1000 * 4;
+    let (kept, peak) = (fused["kept_bytes"].as_u64().unwrap(), fused["peak_bytes_max"].as_u64().unwrap());
+    assert!(kept >= dlogits && kept < 2 * dlogits && peak >= kept, "{v}");
+}

@@ -10,6 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
 use clap::{Subcommand, ValueEnum};
 use mlagent_engine::DeviceKind;
+use mlagent_kernels::device_memory::{pool_bytes, release_unused};
 use mlagent_kernels::check::{AttentionCase, attention_rel_errors, ppo_rel_errors, uniform};
 use mlagent_kernels::ppo::{PpoBatch, ppo_loss_reference};
 use mlagent_kernels::{AttentionMask, KernelBackend, KlEstimator, KlPenalty, PpoConfig, flash_attention, ppo_loss};
@@ -43,7 +44,9 @@ enum What {
     /// Median of --repeats timed runs after --warmup runs, the device synchronised around each.
     /// Attention reports TFLOP/s (4·B·H·S²·D, halved when causal; backward counted as 2.5× the
     /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd). --bwd times the
-    /// backward kernels.
+    /// backward kernels. On WGPU and CUDA each implementation's first call also reports device
+    /// memory beyond its inputs: what it kept (its outputs, gradients with --bwd) and a bound on its
+    /// peak (the memory pools' reserved bytes after it less those in use before).
     ///
     /// Example: mlagent kernels bench --device cuda --dtype bf16 --op attention --seq-len 4096 --causal --bwd
     Bench(BenchArgs),
@@ -309,23 +312,56 @@ fn time_ms<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usize, mut
     Ok(ms[ms.len() / 2])
 }
 
-/// One timed row: what ran, median ms, and the rate (TFLOP/s or GB/s).
+/// Device memory one call of `f` needed beyond what was allocated before it, in bytes.
+#[derive(Clone, Copy)]
+struct Extra {
+    /// Still in use after the call, with its result (gradients included) kept.
+    kept: u64,
+    /// Upper bound on the peak: the pools' reserved bytes after the call less the bytes in use
+    /// before it (peak use cannot exceed what the pools hold; CubeCL keeps pages until cleanup).
+    peak_max: u64,
+}
+
+/// [`Extra`] for one call of `f`, after asking the pools to give back unused pages (which makes the
+/// bound tighter); `None` off CubeCL devices.
+fn extra_bytes<B: Backend, T>(device: &B::Device, f: impl FnOnce() -> T) -> Result<Option<Extra>> {
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    sync()?;
+    release_unused(device);
+    let Some((in_use, _)) = pool_bytes(device) else { return Ok(None) };
+    let out = f();
+    sync()?;
+    let after = pool_bytes(device);
+    drop(out);
+    Ok(after.map(|(used, reserved)| Extra { kept: used.saturating_sub(in_use), peak_max: reserved.saturating_sub(in_use) }))
+}
+
+/// [`Extra`] of `f`'s first call, then its median ms (see [`time_ms`]).
+fn measure<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> T) -> Result<(f64, Option<Extra>)> {
+    let extra = extra_bytes::<B, T>(device, &mut f)?;
+    let ms = time_ms::<B, T>(device, warmup, repeats, &mut f)?;
+    Ok((ms, extra))
+}
+
+/// One measured row: what ran, median ms, the rate (TFLOP/s or GB/s), and the extra device memory.
 struct Row {
     name: &'static str,
     ms: f64,
     rate: f64,
+    extra: Option<Extra>,
 }
 
-/// Times the baseline unless `skip` (`--no-baseline`).
-fn baseline(skip: bool, time: impl FnOnce() -> Result<f64>) -> Result<Option<f64>> {
+/// Measures the baseline unless `skip` (`--no-baseline`).
+fn baseline(skip: bool, time: impl FnOnce() -> Result<(f64, Option<Extra>)>) -> Result<Option<(f64, Option<Extra>)>> {
     if skip { Ok(None) } else { time().map(Some) }
 }
 
-/// Our row, then the baseline's when it was timed.
-fn rows(ours: (&'static str, f64), base: (&'static str, Option<f64>), rate: impl Fn(f64) -> f64) -> Vec<Row> {
-    let mut rows = vec![Row { name: ours.0, ms: ours.1, rate: rate(ours.1) }];
-    if let (name, Some(ms)) = base {
-        rows.push(Row { name, ms, rate: rate(ms) });
+/// Our row, then the baseline's when it was measured.
+fn rows(ours: (&'static str, (f64, Option<Extra>)), base: (&'static str, Option<(f64, Option<Extra>)>), rate: impl Fn(f64) -> f64) -> Vec<Row> {
+    let (name, (ms, extra)) = ours;
+    let mut rows = vec![Row { name, ms, rate: rate(ms), extra }];
+    if let (name, Some((ms, extra))) = base {
+        rows.push(Row { name, ms, rate: rate(ms), extra });
     }
     rows
 }
@@ -360,13 +396,13 @@ impl BenchTask {
             let ad = |t: &Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(t.clone()).require_grad();
             let (q, k, v, kr, vr) = (ad(&q), ad(&k), ad(&v), ad(&kr), ad(&vr));
             let mask = AttentionMask::<B>::new(a.causal, 0, None, s, s, dev);
-            let fused = time_ms::<B, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask).sum().backward())?;
-            let base = baseline(a.no_baseline, || time_ms::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward()))?;
+            let fused = measure::<B, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask).sum().backward())?;
+            let base = baseline(a.no_baseline, || measure::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward()))?;
             (fused, base)
         } else {
             let mask = AttentionMask::<B::InnerBackend>::new(a.causal, 0, None, s, s, dev);
-            let fused = time_ms::<B::InnerBackend, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask))?;
-            let base = baseline(a.no_baseline, || time_ms::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts)))?;
+            let fused = measure::<B::InnerBackend, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask))?;
+            let base = baseline(a.no_baseline, || measure::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts)))?;
             (fused, base)
         };
         Ok((rows(("mlagent flash attention", fused), ("burn attention", base), tf), "TFLOP/s"))
@@ -398,12 +434,12 @@ impl BenchTask {
         let (w, r) = (a.warmup, a.repeats);
         let (fused, base) = if a.bwd {
             let x = x.require_grad();
-            let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0.backward())?;
-            let base = baseline(a.no_baseline, || time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0.backward()))?;
+            let fused = measure::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0.backward())?;
+            let base = baseline(a.no_baseline, || measure::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0.backward()))?;
             (fused, base)
         } else {
-            let fused = time_ms::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0)?;
-            let base = baseline(a.no_baseline, || time_ms::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0))?;
+            let fused = measure::<B, _>(dev, w, r, || ppo_loss(x.clone(), &batch, &cfg).0)?;
+            let base = baseline(a.no_baseline, || measure::<B, _>(dev, w, r, || ppo_loss_reference(x.clone(), &batch, &cfg).0))?;
             (fused, base)
         };
         Ok((rows(("mlagent fused PPO loss", fused), ("plain-ops reference", base), gbs), "GB/s"))
@@ -425,6 +461,8 @@ impl KernelTask for BenchTask {
     }
 }
 
+const MIB: f64 = (1u64 << 20) as f64;
+
 fn bench(a: BenchArgs) -> Result<()> {
     mlagent_kernels::attention_ops::set_backward_kernel(true);
     if a.repeats == 0 {
@@ -445,22 +483,38 @@ fn bench(a: BenchArgs) -> Result<()> {
         Op::Attention => format!("B={} H={} KV={} S={} D={} causal={}", a.batch, a.heads, a.kv_heads, a.seq_len, a.head_dim, a.causal),
         Op::Ppo => format!("N={} V={}", a.tokens, a.vocab),
     };
+    let size = DType::from(FloatDType::from(dtype)).size();
+    let (out_bytes, what) = match (op, bwd) {
+        (Op::Ppo, true) => (Some(a.tokens * a.vocab * size), "one dlogits buffer"),
+        (Op::Ppo, false) => (None, ""),
+        (Op::Attention, true) => (Some(a.batch * (a.heads + 2 * a.kv_heads) * a.seq_len * a.head_dim * size), "dq + dk + dv"),
+        (Op::Attention, false) => (Some(a.batch * a.heads * a.seq_len * a.head_dim * size), "the output"),
+    };
     let (rows, unit) = on_device(device, BenchTask(a))?;
     let pass = if bwd { "forward+backward" } else { "forward" };
     println!("{op:?} {pass}, {shape}, device {device}, dtype {dtype:?}");
-    println!("| {:<24} | {:>10} | {:>10} |", "implementation", "ms", unit);
-    println!("|{:-<26}|{:->12}|{:->12}|", "", "", "");
+    println!("| {:<24} | {:>10} | {:>10} | {:>9} | {:>11} |", "implementation", "ms", unit, "kept MiB", "peak ≤ MiB");
+    println!("|{:-<26}|{:->12}|{:->12}|{:->11}|{:->13}|", "", "", "", "", "");
     for row in &rows {
         // Software adapters give tiny rates: switch to scientific notation rather than print 0.000.
         let rate = if row.rate < 0.1 { format!("{:.3e}", row.rate) } else { format!("{:.3}", row.rate) };
-        println!("| {:<24} | {:>10.3} | {:>10} |", row.name, row.ms, rate);
+        let mib = |f: fn(&Extra) -> u64| row.extra.as_ref().map_or("-".to_string(), |e| format!("{:.1}", f(e) as f64 / MIB));
+        println!("| {:<24} | {:>10.3} | {:>10} | {:>9} | {:>11} |", row.name, row.ms, rate, mib(|e| e.kept), mib(|e| e.peak_max));
+    }
+    if let (Some(out), true) = (out_bytes, rows.iter().any(|r| r.extra.is_some())) {
+        println!(
+            "device memory of the first call beyond its inputs: kept = still in use with its result (grads included), \
+             peak ≤ = pools' reserved bytes after it less those in use before; {what} is {:.1} MiB",
+            out as f64 / MIB
+        );
     }
     let speedup = rows.get(1).map(|base| base.ms / rows[0].ms);
     if let Some(x) = speedup {
         println!("speedup of {} over {}: {x:.2}x", rows[0].name, rows[1].name);
     }
     if format == Format::Json {
-        let r: Vec<_> = rows.iter().map(|r| serde_json::json!({"impl": r.name, "ms": r.ms, unit: r.rate})).collect();
+        let r: Vec<_> = rows.iter().map(|r| serde_json::json!({"impl": r.name, "ms": r.ms, unit: r.rate,
+            "kept_bytes": r.extra.map(|e| e.kept), "peak_bytes_max": r.extra.map(|e| e.peak_max)})).collect();
         println!(
             "{}",
             serde_json::json!({"op": format!("{op:?}").to_lowercase(), "pass": pass, "shape": shape, "device": device.to_string(),
