@@ -93,8 +93,7 @@ pub type CudaBackend = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, 
 
 /// Whether wgpu finds any adapter at all (a GPU, or a software one such as lavapipe).
 pub fn wgpu_available() -> bool {
-    let instance = wgpu::Instance::default();
-    !cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all())).is_empty()
+    mlagent_kernels::wgpu_adapter_present()
 }
 
 impl DeviceKind {

@@ -1,15 +1,25 @@
 //! Which WGPU adapters this machine has. wgpu ignores software adapters by default, and Mesa's
-//! lavapipe (the CPU Vulkan driver CI runs on) needs care in the kernels, so both the engine's
-//! device choice and the kernels' loop-limit check ask here.
+//! lavapipe (the CPU Vulkan driver CI runs on) needs care in the kernels, so the engine's device
+//! choice, the tests' skip checks and the kernels' loop-limit check all ask here.
 
 use std::sync::OnceLock;
 
-/// Whether any WGPU adapter other than a CPU (software) one exists; enumerated once per process.
-pub fn gpu_adapter_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    *PRESENT.get_or_init(|| {
+/// The device types of every WGPU adapter, enumerated once per process.
+fn adapter_types() -> &'static [wgpu::DeviceType] {
+    static TYPES: OnceLock<Vec<wgpu::DeviceType>> = OnceLock::new();
+    TYPES.get_or_init(|| {
         let instance = wgpu::Instance::default();
         let adapters = cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+        adapters.iter().map(|a| a.get_info().device_type).collect()
     })
+}
+
+/// Whether any WGPU adapter other than a CPU (software) one exists.
+pub fn gpu_adapter_present() -> bool {
+    adapter_types().iter().any(|t| *t != wgpu::DeviceType::Cpu)
+}
+
+/// Whether wgpu finds any adapter at all (a GPU, or a software one such as lavapipe).
+pub fn wgpu_adapter_present() -> bool {
+    !adapter_types().is_empty()
 }

@@ -24,7 +24,7 @@ pub mod ppo;
 #[cfg(test)]
 mod wgpu_tests;
 
-pub use adapter::gpu_adapter_present;
+pub use adapter::{gpu_adapter_present, wgpu_adapter_present};
 pub use attention::{AttentionMask, attention};
 pub use attention_ops::{FlashParams, flash_attention, flash_attention_with_lse};
 pub use ops::KernelBackend;

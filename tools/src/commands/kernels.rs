@@ -10,7 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
 use clap::{Subcommand, ValueEnum};
 use mlagent_engine::DeviceKind;
-use mlagent_kernels::device_memory::{pool_bytes, release_unused};
+use mlagent_kernels::device_memory::pool_bytes;
 use mlagent_kernels::check::{AttentionCase, attention_rel_errors, ppo_rel_errors, uniform};
 use mlagent_kernels::ppo::{PpoBatch, ppo_loss_reference};
 use mlagent_kernels::{AttentionMask, KernelBackend, KlEstimator, KlPenalty, PpoConfig, flash_attention, ppo_loss};
@@ -327,11 +327,10 @@ struct Extra {
 fn extra_bytes<B: Backend, T>(device: &B::Device, f: impl FnOnce() -> T) -> Result<Option<Extra>> {
     let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
     sync()?;
-    release_unused(device);
-    let Some((in_use, _)) = pool_bytes(device) else { return Ok(None) };
+    let Some((in_use, _)) = pool_bytes(device, true) else { return Ok(None) };
     let out = f();
     sync()?;
-    let after = pool_bytes(device);
+    let after = pool_bytes(device, false);
     drop(out);
     Ok(after.map(|(used, reserved)| Extra { kept: used.saturating_sub(in_use), peak_max: reserved.saturating_sub(in_use) }))
 }
