@@ -126,6 +126,11 @@ impl WeightFiles {
         dtype: FloatDType,
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
+        // Uploaded as f32, then cast: that buffer must fit the device (WGPU adapters cap single buffers).
+        let bytes = shape.iter().product::<usize>() as u64 * 4;
+        if let (Err(e), Some(&i)) = (mlagent_kernels::device_memory::check_buffer_fits(device, bytes, &format!("tensor {name} {shape:?}")), self.location.get(name)) {
+            return Err(werr(&self.files[i].0, format!("{e}: use --device cpu, or a GPU with larger buffers")));
+        }
         let values = self.read_f32(name, &shape)?;
         Ok(to_device(values, shape, dtype, device))
     }

@@ -8,8 +8,10 @@ use std::sync::OnceLock;
 fn adapter_types() -> &'static [wgpu::DeviceType] {
     static TYPES: OnceLock<Vec<wgpu::DeviceType>> = OnceLock::new();
     TYPES.get_or_init(|| {
-        let instance = wgpu::Instance::default();
-        let adapters = cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        // The primary backends only (Vulkan, Metal, DX12), which are what cubecl runs on: asking
+        // for OpenGL too makes Mesa's EGL print errors on headless machines.
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor { backends: wgpu::Backends::PRIMARY, ..wgpu::InstanceDescriptor::new_without_display_handle() });
+        let adapters = cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
         adapters.iter().map(|a| a.get_info().device_type).collect()
     })
 }

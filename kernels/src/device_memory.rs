@@ -26,3 +26,30 @@ pub fn pool_bytes(device: &dyn Any, release_unused: bool) -> Option<(u64, u64)> 
         None
     }
 }
+
+/// The largest single buffer the device's memory pools can allocate, in bytes, or `None` for
+/// devices that are not CubeCL ones (CPU backends). On WGPU it is the adapter's storage-buffer
+/// binding limit (Mesa lavapipe: 128 MiB), and CubeCL's WGPU server panics on a larger request
+/// instead of returning an error, so callers that know their sizes ask here first.
+pub fn max_buffer_bytes(device: &dyn Any) -> Option<u64> {
+    if let Some(d) = device.downcast_ref::<WgpuDevice>() {
+        Some(WgpuRuntime::client(d).properties().memory.max_page_size)
+    } else if let Some(d) = device.downcast_ref::<CudaDevice>() {
+        Some(CudaRuntime::client(d).properties().memory.max_page_size)
+    } else {
+        None
+    }
+}
+
+/// `Err` with a one-line message when a `bytes`-sized buffer for `what` exceeds
+/// [`max_buffer_bytes`] on `device`.
+pub fn check_buffer_fits(device: &dyn Any, bytes: u64, what: &str) -> Result<(), String> {
+    match max_buffer_bytes(device) {
+        Some(max) if bytes > max => Err(format!(
+            "{what} needs a {:.1} MiB buffer, over this device's largest single buffer ({:.1} MiB)",
+            bytes as f64 / (1u64 << 20) as f64,
+            max as f64 / (1u64 << 20) as f64
+        )),
+        _ => Ok(()),
+    }
+}

@@ -337,6 +337,41 @@ fn bench_forward_and_train_report_throughput() {
 }
 
 #[test]
+fn kernels_bench_baselines_and_the_training_backward() {
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["kernels", "bench", "--op", "attention", "--seq-len", "40", "--heads", "3", "--kv-heads", "1", "--head-dim", "16", "--causal", "--warmup", "0", "--repeats", "1", "--format", "json"];
+        a.extend_from_slice(extra);
+        a
+    };
+    let names = |v: &serde_json::Value| v["results"].as_array().unwrap().iter().map(|r| r["impl"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let v = last_json(&ok(&args(&["--bwd", "--baseline", "reference"])));
+    assert_eq!(names(&v), ["mlagent flash attention", "plain-ops reference"], "{v}");
+    let v = last_json(&ok(&args(&["--bwd", "--reference-bwd"])));
+    assert_eq!(names(&v), ["mlagent fwd, reference bwd", "burn attention"], "{v}");
+    assert!(fails(&args(&["--reference-bwd"])).contains("needs --op attention --bwd"));
+    assert!(fails(&["kernels", "bench", "--op", "ppo", "--baseline", "burn"]).contains("burn has no PPO loss"));
+}
+
+#[test]
+fn kernels_bench_refuses_buffers_over_the_device_limit_without_a_panic() {
+    if !mlagent_engine::device::wgpu_available() {
+        eprintln!("skipping: no wgpu adapter");
+        return;
+    }
+    // [4096, 65536] f32 logits are 1 GiB: over lavapipe's 128 MiB (and over most GPUs' WGPU binding
+    // limit). CubeCL's WGPU server panics on such a request; the command must refuse it first.
+    let out = mlagent(&["kernels", "bench", "--device", "wgpu", "--op", "ppo", "--tokens", "4096", "--vocab", "65536", "--repeats", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if out.status.success() {
+        eprintln!("this adapter allocates 1 GiB buffers; nothing to refuse");
+        return;
+    }
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: the f32 logits [4096, 65536] needs a 1024.0 MiB buffer") && last.contains("--tokens"), "{stderr}");
+}
+
+#[test]
 fn kernels_bench_reports_time_and_device_memory() {
     let args = |device: &'static str| ["kernels", "bench", "--device", device, "--op", "ppo", "--tokens", "64", "--vocab", "1000", "--bwd", "--warmup", "1", "--repeats", "2", "--format", "json"];
     let v = last_json(&ok(&args("cpu")));

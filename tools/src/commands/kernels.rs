@@ -10,9 +10,10 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
 use clap::{Subcommand, ValueEnum};
 use mlagent_engine::DeviceKind;
-use mlagent_kernels::device_memory::pool_bytes;
+use mlagent_kernels::device_memory::{check_buffer_fits, pool_bytes};
 use mlagent_kernels::check::{AttentionCase, attention_rel_errors, ppo_rel_errors, uniform};
 use mlagent_kernels::ppo::{PpoBatch, ppo_loss_reference};
+use mlagent_kernels::attention::attention_reference;
 use mlagent_kernels::{AttentionMask, KernelBackend, KlEstimator, KlPenalty, PpoConfig, flash_attention, ppo_loss};
 use std::time::Instant;
 
@@ -44,7 +45,9 @@ enum What {
     /// Median of --repeats timed runs after --warmup runs, the device synchronised around each.
     /// Attention reports TFLOP/s (4·B·H·S²·D, halved when causal; backward counted as 2.5× the
     /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd). --bwd times the
-    /// backward kernels. On WGPU and CUDA each implementation's first call also reports device
+    /// backward kernels (--reference-bwd: the closed-form backward training uses by default).
+    /// --baseline reference compares attention with the plain-ops reference instead of burn's
+    /// attention (whose autotuning can take minutes on CUDA). On WGPU and CUDA each implementation's first call also reports device
     /// memory beyond its inputs: what it kept (its outputs, gradients with --bwd) and a bound on its
     /// peak (the memory pools' reserved bytes after it less those in use before).
     ///
@@ -76,7 +79,7 @@ enum Format {
     Json,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum Op {
     Attention,
     Ppo,
@@ -180,6 +183,23 @@ struct BenchArgs {
     /// when the baseline's own autotuning takes longer than the device time at hand.
     #[arg(long)]
     no_baseline: bool,
+    /// What ours is compared with: `burn` (attention only: burn's built-in attention, K/V repeated
+    /// to H heads outside the timing) or `reference` (the plain burn ops the kernels are checked
+    /// against: attention through matmuls with its [B, H, S, S] scores materialised, GQA by
+    /// reshaping; for PPO the only baseline). Default: burn for attention, reference for PPO.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+    /// With --op attention --bwd: time our forward kernel with the closed-form reference backward
+    /// (FA2's formulas on whole [S, S] matrices through burn's matmuls), which is what training
+    /// uses unless MLAGENT_ATTENTION_BWD=kernel, instead of the backward kernels.
+    #[arg(long)]
+    reference_bwd: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Baseline {
+    Burn,
+    Reference,
 }
 
 /// Work generic over an autodiff backend with the fused ops (the inner backend has them too).
@@ -216,6 +236,12 @@ fn check_heads(heads: usize, kv_heads: usize, head_dim: usize) -> Result<()> {
     Ok(())
 }
 
+/// A one-line error, before any allocation, when a buffer of `bytes` exceeds the device's largest
+/// single buffer (CubeCL's WGPU server would panic on it); `fix` says which flags shrink it.
+fn fits(device: &dyn std::any::Any, bytes: usize, what: &str, fix: &str) -> Result<()> {
+    check_buffer_fits(device, bytes as u64, what).map_err(|e| anyhow::anyhow!("{e}: {fix}"))
+}
+
 struct CheckTask(CheckArgs);
 
 impl KernelTask for CheckTask {
@@ -227,6 +253,8 @@ impl KernelTask for CheckTask {
     {
         let a = self.0;
         check_dtype::<B>(&device, a.dtype, a.device)?;
+        fits(&device, a.tokens * a.vocab * 4, &format!("the f32 logits [{}, {}]", a.tokens, a.vocab), "use smaller --tokens or --vocab")?;
+        fits(&device, a.batch * a.heads * a.seq_len * a.seq_len * 4, "the attention scores the reference backward materialises", "use a smaller --seq-len")?;
         let case = AttentionCase {
             batch: a.batch,
             heads: a.heads,
@@ -374,6 +402,7 @@ impl BenchTask {
         B::InnerBackend: KernelBackend,
     {
         let a = &self.0;
+        let reference = a.baseline == Some(Baseline::Reference);
         let (b, h, kh, s, d) = (a.batch, a.heads, a.kv_heads, a.seq_len, a.head_dim);
         let dtype: FloatDType = a.dtype.into();
         let mut flops = 4.0 * (b * h) as f64 * (s * s) as f64 * d as f64;
@@ -396,15 +425,23 @@ impl BenchTask {
             let (q, k, v, kr, vr) = (ad(&q), ad(&k), ad(&v), ad(&kr), ad(&vr));
             let mask = AttentionMask::<B>::new(a.causal, 0, None, s, s, dev);
             let fused = measure::<B, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask).sum().backward())?;
-            let base = baseline(a.no_baseline, || measure::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward()))?;
+            let base = baseline(a.no_baseline, || match reference {
+                true => measure::<B, _>(dev, w, r, || attention_reference(q.clone(), k.clone(), v.clone(), &mask).sum().backward()),
+                false => measure::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward()),
+            })?;
             (fused, base)
         } else {
             let mask = AttentionMask::<B::InnerBackend>::new(a.causal, 0, None, s, s, dev);
             let fused = measure::<B::InnerBackend, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask))?;
-            let base = baseline(a.no_baseline, || measure::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts)))?;
+            let base = baseline(a.no_baseline, || match reference {
+                true => measure::<B::InnerBackend, _>(dev, w, r, || attention_reference(q.clone(), k.clone(), v.clone(), &mask)),
+                false => measure::<B::InnerBackend, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts)),
+            })?;
             (fused, base)
         };
-        Ok((rows(("mlagent flash attention", fused), ("burn attention", base), tf), "TFLOP/s"))
+        let ours = if a.reference_bwd { "mlagent fwd, reference bwd" } else { "mlagent flash attention" };
+        let base_name = if reference { "plain-ops reference" } else { "burn attention" };
+        Ok((rows((ours, fused), (base_name, base), tf), "TFLOP/s"))
     }
 
     fn ppo<B>(&self, dev: &B::Device) -> Result<(Vec<Row>, &'static str)>
@@ -452,7 +489,22 @@ impl KernelTask for BenchTask {
         B: KernelBackend + AutodiffBackend,
         B::InnerBackend: KernelBackend,
     {
-        check_dtype::<B>(&device, self.0.dtype, self.0.device)?;
+        let a = &self.0;
+        check_dtype::<B>(&device, a.dtype, a.device)?;
+        match a.op {
+            // Inputs are drawn in f32 before the cast; the plain-ops reference's largest buffers are [N, V] f32 too.
+            Op::Ppo => fits(&device, a.tokens * a.vocab * 4, &format!("the f32 logits [{}, {}]", a.tokens, a.vocab), "use smaller --tokens or --vocab")?,
+            Op::Attention => {
+                fits(&device, a.batch * a.heads * a.seq_len * a.head_dim * 4, "the f32 query tensor", "use a smaller --seq-len or --batch")?;
+                let scores = a.batch * a.heads * a.seq_len * a.seq_len * 4;
+                if a.reference_bwd {
+                    fits(&device, scores, "the reference backward's [B, H, S, S] scores", "use a smaller --seq-len")?;
+                }
+                if !a.no_baseline {
+                    fits(&device, scores, "the baseline's [B, H, S, S] scores", "use a smaller --seq-len, or --no-baseline")?;
+                }
+            }
+        }
         match self.0.op {
             Op::Attention => self.attention::<B>(&device),
             Op::Ppo => self.ppo::<B>(&device),
@@ -463,7 +515,13 @@ impl KernelTask for BenchTask {
 const MIB: f64 = (1u64 << 20) as f64;
 
 fn bench(a: BenchArgs) -> Result<()> {
-    mlagent_kernels::attention_ops::set_backward_kernel(true);
+    mlagent_kernels::attention_ops::set_backward_kernel(!a.reference_bwd);
+    if a.reference_bwd && !(a.op == Op::Attention && a.bwd) {
+        bail!("--reference-bwd chooses the attention backward: it needs --op attention --bwd");
+    }
+    if a.op == Op::Ppo && a.baseline == Some(Baseline::Burn) {
+        bail!("--baseline burn: burn has no PPO loss; the PPO baseline is the plain-ops reference (--baseline reference)");
+    }
     if a.repeats == 0 {
         bail!("--repeats must be at least 1 (10 or more for a reportable median)");
     }
@@ -492,13 +550,13 @@ fn bench(a: BenchArgs) -> Result<()> {
     let (rows, unit) = on_device(device, BenchTask(a))?;
     let pass = if bwd { "forward+backward" } else { "forward" };
     println!("{op:?} {pass}, {shape}, device {device}, dtype {dtype:?}");
-    println!("| {:<24} | {:>10} | {:>10} | {:>9} | {:>11} |", "implementation", "ms", unit, "kept MiB", "peak ≤ MiB");
-    println!("|{:-<26}|{:->12}|{:->12}|{:->11}|{:->13}|", "", "", "", "", "");
+    println!("| {:<26} | {:>10} | {:>10} | {:>9} | {:>11} |", "implementation", "ms", unit, "kept MiB", "peak ≤ MiB");
+    println!("|{:-<28}|{:->12}|{:->12}|{:->11}|{:->13}|", "", "", "", "", "");
     for row in &rows {
         // Software adapters give tiny rates: switch to scientific notation rather than print 0.000.
         let rate = if row.rate < 0.1 { format!("{:.3e}", row.rate) } else { format!("{:.3}", row.rate) };
         let mib = |f: fn(&Extra) -> u64| row.extra.as_ref().map_or("-".to_string(), |e| format!("{:.1}", f(e) as f64 / MIB));
-        println!("| {:<24} | {:>10.3} | {:>10} | {:>9} | {:>11} |", row.name, row.ms, rate, mib(|e| e.kept), mib(|e| e.peak_max));
+        println!("| {:<26} | {:>10.3} | {:>10} | {:>9} | {:>11} |", row.name, row.ms, rate, mib(|e| e.kept), mib(|e| e.peak_max));
     }
     if let (Some(out), true) = (out_bytes, rows.iter().any(|r| r.extra.is_some())) {
         println!(
