@@ -209,6 +209,15 @@ fn sft_trains_saves_and_resumes() {
     // The checkpoint's own max-steps (2) is reached already: resuming finishes at once and re-saves.
     ok(&args);
     assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 2);
+    // --max-steps may change on resume (one more step); a setting that changes the steps may not.
+    let mut more = args.clone();
+    more.extend(["--max-steps", "3"]);
+    ok(&more);
+    assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 3);
+    let mut other = args.clone();
+    other.extend(["--lr", "0.5"]);
+    let e = fails(&other);
+    assert!(e.contains("--lr 0.5 differs from") && e.contains("checkpoint-2"), "{e}");
     // Validation every step: a val row per step, and the end-of-training report is the last step's.
     let vout = tmp.path().join("val");
     let d = data.to_str().unwrap();

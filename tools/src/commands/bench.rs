@@ -252,6 +252,7 @@ impl AutodiffTask for TrainTask {
             max_grad_norm: 1.0,
             save_every: 0,
             max_steps: None,
+            max_prompt_tokens: None,
         };
         let mut run = SftRun::<B>::new(model, &samples, cfg, device.clone())?;
         let (mut losses, mut steps_s) = (Vec::with_capacity(n), Vec::with_capacity(a.steps));

@@ -64,16 +64,19 @@ pub struct Args {
     /// Linear warmup steps (default: 0; 10 for small models).
     #[arg(long)]
     warmup: Option<usize>,
-    /// Seed of the data order.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Save a checkpoint every N optimizer steps (0 = only at the end).
-    #[arg(long, default_value_t = 0)]
-    save_every: usize,
+    /// Seed of the data order (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Save a checkpoint every N optimizer steps (default 0: only at the end).
+    #[arg(long)]
+    save_every: Option<usize>,
     /// Stop after N optimizer steps.
     #[arg(long)]
     max_steps: Option<usize>,
-    /// Continue from a checkpoint directory (OUT/checkpoint-N).
+    /// Continue from a checkpoint directory (OUT/checkpoint-N) with its saved settings; the
+    /// samples are prepared from --data as that run prepared them (its cutoff and prompt length).
+    /// Options that change what a step computes (--lr, --epochs, --cutoff-len, ...) may be given
+    /// only with the checkpoint's values; --max-steps and --save-every may change.
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Backend: cpu, wgpu, cuda or cuda:N. Training computes in f32 on every backend: burn 0.21 has
@@ -169,7 +172,7 @@ impl AutodiffTask for Task {
         let Task { args, samples, val_samples, cfg, max_prompt_tokens, model_dir, config, eos } = self;
         let run_device = device.clone();
         let mut run = match &args.resume {
-            Some(dir) => SftRun::<B>::resume(dir, &samples, device)?,
+            Some(dir) => SftRun::<B>::resume(dir, &samples, cfg, device)?,
             None => {
                 let (model, _) = mlagent_engine::io::load::<B>(&model_dir, FloatDType::F32, &device)?;
                 SftRun::new(model, &samples, cfg, device)?
@@ -267,6 +270,34 @@ fn load_samples(path: &std::path::Path, tok: &TextTokenizer, max_prompt_tokens: 
     Ok(samples)
 }
 
+/// The settings of the run saved in checkpoint `dir`, with --max-steps and --save-every applied
+/// when given; an error names any other given option whose value differs from the checkpoint's.
+fn resumed_config(args: &Args, dir: &std::path::Path) -> Result<SftConfig> {
+    let (saved, step) = mlagent_train::sft::trainer::checkpoint_config(dir)?;
+    fn same<T: PartialEq + std::fmt::Debug>(dir: &std::path::Path, flag: &str, given: Option<T>, saved: T) -> Result<()> {
+        match given {
+            Some(g) if g != saved => bail!(
+                "--{flag} {g:?} differs from {}'s {saved:?}: a resumed run keeps its settings (drop --{flag})",
+                dir.display()
+            ),
+            _ => Ok(()),
+        }
+    }
+    same(dir, "epochs", args.epochs, saved.epochs)?;
+    same(dir, "lr", args.lr, saved.lr)?;
+    same(dir, "batch-size", args.batch_size, saved.batch_size)?;
+    same(dir, "grad-accum", args.grad_accum, saved.grad_accum)?;
+    same(dir, "cutoff-len", args.cutoff_len, saved.cutoff_len)?;
+    same(dir, "adam-beta2", args.adam_beta2, saved.beta2)?;
+    same(dir, "warmup", args.warmup, saved.warmup_steps)?;
+    same(dir, "seed", args.seed, saved.seed)?;
+    if let Some(m) = saved.max_prompt_tokens {
+        same(dir, "max-prompt-tokens", args.max_prompt_tokens, m)?;
+    }
+    println!("resuming {} at step {step}", dir.display());
+    Ok(SftConfig { max_steps: args.max_steps.or(saved.max_steps), save_every: args.save_every.unwrap_or(saved.save_every), ..saved })
+}
+
 /// Samples per forward pass of `--val-data` validation.
 const VAL_BATCH: usize = 4;
 
@@ -281,25 +312,30 @@ pub fn run(args: Args) -> Result<()> {
     let config = Qwen2Config::from_dir(&model_dir)?;
     let tok = TextTokenizer::from_dir(&model_dir)?;
     let small = super::info::parameter_count(&config) < super::SMALL_MODEL_PARAMS;
-    let cfg = SftConfig {
+    let mut cfg = SftConfig {
         epochs: args.epochs.unwrap_or(if small { 4 } else { 2 }),
         lr: args.lr.unwrap_or(if small { 2e-3 } else { 2e-5 }),
         batch_size: args.batch_size.unwrap_or(if small { 1 } else { 8 }),
         grad_accum: args.grad_accum.unwrap_or(if small { 1 } else { 8 }),
         cutoff_len: args.cutoff_len.unwrap_or(if small { super::SMALL_CUTOFF } else { 15_000 }),
         warmup_steps: args.warmup.unwrap_or(if small { 10 } else { 0 }),
-        seed: args.seed,
+        seed: args.seed.unwrap_or(0),
         weight_decay: 0.0,
         beta2: args.adam_beta2.unwrap_or(if small { 0.95 } else { 0.999 }),
         max_grad_norm: 1.0,
-        save_every: args.save_every,
+        save_every: args.save_every.unwrap_or(0),
         max_steps: args.max_steps,
+        max_prompt_tokens: None,
     };
-    let max_prompt_tokens = match args.max_prompt_tokens {
+    if let Some(dir) = &args.resume {
+        cfg = resumed_config(&args, dir)?;
+    }
+    let max_prompt_tokens = match cfg.max_prompt_tokens.or(args.max_prompt_tokens) {
         Some(m) => m,
         None if cfg.cutoff_len > args.eval_max_new_tokens + 16 => cfg.cutoff_len - args.eval_max_new_tokens,
         None => bail!("--cutoff-len {} leaves no room for --eval-max-new-tokens {}", cfg.cutoff_len, args.eval_max_new_tokens),
     };
+    cfg.max_prompt_tokens = Some(max_prompt_tokens);
     if max_prompt_tokens < 16 || max_prompt_tokens >= cfg.cutoff_len {
         bail!("--max-prompt-tokens {max_prompt_tokens} must be at least 16 and below --cutoff-len {}", cfg.cutoff_len);
     }

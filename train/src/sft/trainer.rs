@@ -50,6 +50,10 @@ pub struct SftConfig {
     pub save_every: usize,
     /// Stop after this many optimizer steps (for tests and resume checks).
     pub max_steps: Option<usize>,
+    /// Longest prompt the caller fitted the samples' prompts to (the trainer does not use it; it is
+    /// saved so that a resumed run prepares its samples exactly as the first run did).
+    #[serde(default)]
+    pub max_prompt_tokens: Option<usize>,
 }
 
 fn default_beta2() -> f32 {
@@ -296,13 +300,16 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
         })
     }
 
-    /// Continues the run saved in `dir` (same samples and settings).
-    pub fn resume(dir: &Path, samples: &[Sample], device: B::Device) -> Result<Self> {
+    /// Continues the run saved in `dir` on the same samples, with `cfg`: the checkpoint's
+    /// settings ([`checkpoint_config`]), of which only the run-control fields `max_steps` and
+    /// `save_every` may differ (every other field decides what the steps compute).
+    pub fn resume(dir: &Path, samples: &[Sample], cfg: SftConfig, device: B::Device) -> Result<Self> {
         let bad = |m: String| TrainError::Checkpoint { path: dir.into(), message: m };
-        let text = std::fs::read_to_string(dir.join("trainer_state.json")).map_err(|e| TrainError::io(dir.join("trainer_state.json"), e))?;
-        let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let cfg: SftConfig = serde_json::from_value(state["config"].clone()).map_err(|e| bad(e.to_string()))?;
-        let step = state["step"].as_u64().ok_or_else(|| bad("trainer_state.json has no step".into()))? as usize;
+        let (saved, step) = checkpoint_config(dir)?;
+        let same = SftConfig { max_steps: saved.max_steps, save_every: saved.save_every, ..cfg.clone() };
+        if same != saved {
+            return Err(bad(format!("resuming with settings {cfg:?} that differ from the checkpoint's {saved:?}")));
+        }
         let (model, _) = mlagent_engine::io::load::<B>(&dir.join("model"), FloatDType::F32, &device)?;
         let mut run = Self::new(model, samples, cfg, device.clone())?;
         let optim = adamw::<B>(&run.cfg);
@@ -310,6 +317,17 @@ impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
         run.step = step;
         Ok(run)
     }
+}
+
+/// The settings and the optimizer step saved in the checkpoint directory `dir`.
+pub fn checkpoint_config(dir: &Path) -> Result<(SftConfig, usize)> {
+    let bad = |m: String| TrainError::Checkpoint { path: dir.into(), message: m };
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let cfg: SftConfig = serde_json::from_value(state["config"].clone()).map_err(|e| bad(e.to_string()))?;
+    let step = state["step"].as_u64().ok_or_else(|| bad("trainer_state.json has no step".into()))? as usize;
+    Ok((cfg, step))
 }
 
 /// Writes a checkpoint directory atomically: `fill` writes into `DIR.tmp`, then
@@ -377,6 +395,7 @@ mod tests {
             max_grad_norm: 1.0,
             save_every: 0,
             max_steps,
+            max_prompt_tokens: None,
         }
     }
 
@@ -425,7 +444,10 @@ mod tests {
         let ckpt = tmp.path().join("checkpoint-3");
         first.save_checkpoint(&ckpt, &config(), tmp.path(), &[]).unwrap();
         drop(first);
-        let mut resumed = SftRun::<B>::resume(&ckpt, &s, dev).unwrap();
+        // Settings that change what the steps compute are refused; run control may change.
+        let err = SftRun::<B>::resume(&ckpt, &s, SftConfig { lr: 1.0, ..cfg(Some(6)) }, dev).err().expect("lr differs");
+        assert!(err.to_string().contains("differ from the checkpoint's"), "{err}");
+        let mut resumed = SftRun::<B>::resume(&ckpt, &s, SftConfig { save_every: 2, ..cfg(Some(6)) }, dev).unwrap();
         assert_eq!(resumed.step, 3);
         while !resumed.finished() {
             resumed.train_step(&s);
