@@ -121,18 +121,18 @@ impl Qwen2Config {
         let json_err = |message: String| EngineError::Json { path: PathBuf::from(path), message };
         let unsupported = |message: String| EngineError::Unsupported { path: PathBuf::from(path), message };
         let raw: RawConfig = serde_json::from_value(value.clone()).map_err(|e| json_err(e.to_string()))?;
-        if let Some(t) = &raw.model_type {
-            if t != "qwen2" {
-                return Err(unsupported(format!("model_type {t:?} (only \"qwen2\")")));
-            }
+        if let Some(t) = &raw.model_type
+            && t != "qwen2"
+        {
+            return Err(unsupported(format!("model_type {t:?} (only \"qwen2\")")));
         }
         if raw.use_sliding_window == Some(true) {
             return Err(unsupported("use_sliding_window = true (sliding-window attention)".into()));
         }
-        if let Some(act) = &raw.hidden_act {
-            if act != "silu" {
-                return Err(unsupported(format!("hidden_act {act:?} (only \"silu\")")));
-            }
+        if let Some(act) = &raw.hidden_act
+            && act != "silu"
+        {
+            return Err(unsupported(format!("hidden_act {act:?} (only \"silu\")")));
         }
         // 5.x: rope_parameters {rope_theta, rope_type}; 4.x: rope_theta + rope_scaling (null when default).
         let mut rope_theta = raw.rope_theta;
@@ -154,10 +154,10 @@ impl Qwen2Config {
         if kv == 0 || h % kv != 0 {
             return Err(json_err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}")));
         }
-        if let Some(d) = raw.head_dim {
-            if d != hidden / h {
-                return Err(unsupported(format!("head_dim {d} != hidden_size / num_attention_heads")));
-            }
+        if let Some(d) = raw.head_dim
+            && d != hidden / h
+        {
+            return Err(unsupported(format!("head_dim {d} != hidden_size / num_attention_heads")));
         }
         let dtype_name = raw.dtype.or(raw.torch_dtype).unwrap_or_else(|| "float32".into());
         let dtype = StorageDType::parse(&dtype_name).ok_or_else(|| unsupported(format!("dtype {dtype_name:?}")))?;

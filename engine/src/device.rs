@@ -75,10 +75,8 @@ pub trait AutodiffTask {
 /// (wgpu ignores software adapters by default).
 pub fn wgpu_device() -> burn::backend::wgpu::WgpuDevice {
     use burn::backend::wgpu::WgpuDevice;
-    if let Ok(v) = std::env::var("MLAGENT_WGPU_ADAPTER") {
-        if v == "cpu" {
-            return WgpuDevice::Cpu;
-        }
+    if std::env::var("MLAGENT_WGPU_ADAPTER").is_ok_and(|v| v == "cpu") {
+        return WgpuDevice::Cpu;
     }
     if mlagent_kernels::gpu_adapter_present() { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu }
 }

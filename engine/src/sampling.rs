@@ -27,10 +27,10 @@ impl SamplingParams {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(EngineError::Input(format!("temperature {} must be a finite number ≥ 0", self.temperature)));
         }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(EngineError::Input(format!("top-p {p} must be in (0, 1]")));
-            }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(EngineError::Input(format!("top-p {p} must be in (0, 1]")));
         }
         Ok(())
     }

@@ -235,7 +235,7 @@ pub struct Stage {
 fn stage(name: &str, got: &[f64], want: &[f64]) -> Stage {
     let tol = 1e-2 * want.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(1e-30);
     let bad: Vec<(usize, f64, f64)> =
-        got.iter().zip(want).enumerate().filter(|(_, (g, w))| !((*g - *w).abs() <= tol)).map(|(i, (g, w))| (i, *g, *w)).collect();
+        got.iter().zip(want).enumerate().filter(|(_, (g, w))| (*g - *w).is_nan() || (*g - *w).abs() > tol).map(|(i, (g, w))| (i, *g, *w)).collect();
     Stage { name: name.into(), rel_err: rel_err(got, want), mismatched: bad.len(), first: bad.into_iter().take(6).collect() }
 }
 
@@ -301,7 +301,6 @@ pub fn stages<B: KernelBackend>(
     };
     push_bwd("(backend's choice)", B::flash_attention_bwd(on_b(&qd), on_b(&kd), on_b(&vd), o.clone(), l.clone(), on_b(&dod), pad_b(), p));
     push_bwd("plain ops on device", flash_bwd_reference::<B>(on_b(&qd), on_b(&kd), on_b(&vd), o, l, on_b(&dod), pad_b(), p));
-    drop(push_bwd);
     let dl = logprobs_bwd_reference::<B>(fp(x), t.into_primitive(), lse, fp(gt));
     push("logprobs_bwd plain ops on device", host(ft::<B, 2>(dl)), &want_dl);
     out

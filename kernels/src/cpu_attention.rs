@@ -126,7 +126,7 @@ pub fn exp_approx(x: f32) -> f32 {
     y = y * r + 8.333_452e-3;
     y = y * r + 4.166_579_6e-2;
     y = y * r + 1.666_666_5e-1;
-    y = y * r + 5.000_000_1e-1;
+    y = y * r + 5e-1;
     let p = y * r * r + r + 1.0;
     let e = (t.to_bits() as i32).wrapping_sub(SHIFTER.to_bits() as i32); // n
     p * f32::from_bits(((e + 127) << 23) as u32)

@@ -32,12 +32,9 @@ pub fn pool_bytes(device: &dyn Any, release_unused: bool) -> Option<(u64, u64)> 
 /// binding limit (Mesa lavapipe: 128 MiB), and CubeCL's WGPU server panics on a larger request
 /// instead of returning an error, so callers that know their sizes ask here first.
 pub fn max_buffer_bytes(device: &dyn Any) -> Option<u64> {
-    if let Some(d) = device.downcast_ref::<WgpuDevice>() {
-        Some(WgpuRuntime::client(d).properties().memory.max_page_size)
-    } else if let Some(d) = device.downcast_ref::<CudaDevice>() {
-        Some(CudaRuntime::client(d).properties().memory.max_page_size)
-    } else {
-        None
+    match device.downcast_ref::<WgpuDevice>() {
+        Some(d) => Some(WgpuRuntime::client(d).properties().memory.max_page_size),
+        None => device.downcast_ref::<CudaDevice>().map(|d| CudaRuntime::client(d).properties().memory.max_page_size),
     }
 }
 

@@ -9,14 +9,11 @@ use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::tensor::{FloatDType, Int, Tensor};
 
 fn device() -> Option<WgpuDevice> {
-    let instance = wgpu::Instance::default();
-    let adapters = cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    if adapters.is_empty() {
+    if !crate::wgpu_adapter_present() {
         eprintln!("skipping: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         return None;
     }
-    let has_gpu = adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
-    Some(if has_gpu { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu })
+    Some(if crate::gpu_adapter_present() { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu })
 }
 
 #[test]

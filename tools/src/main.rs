@@ -60,6 +60,18 @@ fn keep_freed_memory() {
     }
 }
 
+/// Silences Mesa's Vulkan device-select layer on headless machines. While listing devices it
+/// connects to a Wayland display, and with no session (`XDG_RUNTIME_DIR` unset: servers, CI,
+/// containers) libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment."
+/// once per listing, which reads like our own errors. With no display there is nothing for the
+/// layer to choose by; `NODEVICE_SELECT=1` is its documented switch. A set variable is left alone.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: called at the start of main, before any other thread starts.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 fn main() {
     // Die quietly on a closed pipe (`mlagent ... | head`) instead of panicking in println!.
     // SAFETY: called before any thread starts; restores the default disposition of SIGPIPE.
@@ -67,6 +79,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     keep_freed_memory();
+    quiet_headless_vulkan();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MLAGENT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

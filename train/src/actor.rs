@@ -63,6 +63,7 @@ pub struct Action {
 }
 
 /// Samples one action per prompt, `batch` prompts per generate call (each call with its own seed).
+#[allow(clippy::too_many_arguments)]
 pub fn sample_actions<B: KernelBackend>(
     model: &Qwen2<B>,
     codec: &PromptCodec,

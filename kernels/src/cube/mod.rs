@@ -38,7 +38,7 @@ fn row_grid(n: usize) -> CubeCount {
 /// Lanes per vector for reading `[N, V]` logits rows: the widest the device loads in one go that
 /// divides `V` (1 when none does).
 fn logits_vector<R: CubeRuntime>(t: &CubeTensor<R>, v: usize) -> usize {
-    t.client.io_optimized_vector_sizes(t.dtype.size()).find(|w| v % w == 0).unwrap_or(1)
+    t.client.io_optimized_vector_sizes(t.dtype.size()).find(|w| v.is_multiple_of(*w)).unwrap_or(1)
 }
 
 /// Units per row cube: a power of two between 32 and 256, within the device's limit.
@@ -105,7 +105,7 @@ fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
         DType::BF16 => ElemType::Float(FloatKind::BF16).into(),
         _ => return false,
     };
-    if d % 16 != 0 || d > 256 {
+    if !d.is_multiple_of(16) || d > 256 {
         return false;
     }
     let props = q.client.properties();

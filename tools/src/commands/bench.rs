@@ -141,7 +141,7 @@ struct Timing {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 0 { (v[n / 2 - 1] + v[n / 2]) / 2.0 } else { v[n / 2] }
+    if n.is_multiple_of(2) { (v[n / 2 - 1] + v[n / 2]) / 2.0 } else { v[n / 2] }
 }
 
 fn prefill_and_decode<B: mlagent_kernels::KernelBackend>(model: &Qwen2<B>, a: &ForwardArgs, device: &B::Device) -> Timing {

@@ -230,7 +230,7 @@ fn check_dtype<B: Backend>(device: &B::Device, dtype: Dtype, kind: DeviceKind) -
 }
 
 fn check_heads(heads: usize, kv_heads: usize, head_dim: usize) -> Result<()> {
-    if heads == 0 || kv_heads == 0 || head_dim == 0 || heads % kv_heads != 0 {
+    if heads == 0 || kv_heads == 0 || head_dim == 0 || !heads.is_multiple_of(kv_heads) {
         bail!("--heads {heads} must be a positive multiple of --kv-heads {kv_heads}, and --head-dim {head_dim} positive");
     }
     Ok(())

@@ -159,6 +159,8 @@ pub struct RlRun<B: AutodiffBackend> {
     device: B::Device,
 }
 
+// `!(x > 0.0)` is meant: it also rejects NaN.
+#[allow(clippy::neg_cmp_op_on_partial_ord, clippy::nonminimal_bool)]
 fn check(cfg: &RlConfig) -> Result<()> {
     let pos = [("batch", cfg.batch), ("ppo epochs", cfg.ppo_epochs), ("mini-batches", cfg.mini_batches), ("micro-batch", cfg.micro_batch)];
     if let Some((name, _)) = pos.iter().find(|(_, v)| *v == 0) {

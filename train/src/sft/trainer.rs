@@ -233,6 +233,7 @@ pub struct SftRun<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend + mlagent_kernels::KernelBackend> SftRun<B> {
     /// Starts a run on `model` with the given samples.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(lr > 0.0)` also rejects NaN
     pub fn new(model: Qwen2<B>, samples: &[Sample], cfg: SftConfig, device: B::Device) -> Result<Self> {
         if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 || !(cfg.lr > 0.0) {
             return Err(TrainError::Config("epochs, batch size, grad accumulation and lr must be > 0".into()));
