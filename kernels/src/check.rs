@@ -173,6 +173,10 @@ pub struct AttentionCase {
     pub pad_lens: Option<Vec<usize>>,
     /// Seed of q, k, v and the upstream gradient.
     pub seed: u64,
+    /// Keys of the `t`-th 64-key tile are multiplied by `1 + key_growth·t`, so that scores rise
+    /// tile after tile and the online softmax raises its running maximum again and again (random
+    /// inputs alone rarely do; 0 leaves the keys as drawn).
+    pub key_growth: f64,
 }
 
 impl AttentionCase {
@@ -182,7 +186,12 @@ impl AttentionCase {
         let qs = [self.batch, self.heads, self.q_len, self.head_dim];
         let ks = [self.batch, self.kv_heads, self.k_len, self.head_dim];
         let data = |shape: [usize; 4], s: u64| TensorData::new(uniform(shape.iter().product(), self.seed + s), shape);
-        [data(qs, 1), data(ks, 2), data(ks, 3), data(qs, 4)]
+        let mut k = uniform(ks.iter().product(), self.seed + 2);
+        for (i, x) in k.iter_mut().enumerate() {
+            let key = i / self.head_dim % self.k_len;
+            *x *= (1.0 + self.key_growth * (key / 64) as f64) as f32;
+        }
+        [data(qs, 1), TensorData::new(k, ks), data(ks, 3), data(qs, 4)]
     }
 }
 
@@ -324,6 +333,7 @@ mod tests {
             causal: true,
             q_offset: 0,
             pad_lens: Some(vec![0, 2]),
+            key_growth: 0.0,
             seed: 3,
         };
         let mut seen = Vec::new();

@@ -69,6 +69,7 @@ fn flash_attention_kernels_match_reference() {
         q_offset,
         pad_lens,
         seed: 9,
+        key_growth: 0.0,
     };
     let cases = [
         (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4),
@@ -101,10 +102,78 @@ fn flash_attention_kernels_match_reference() {
         eprintln!("attention past the loop limit {c:?}: out/dq/dk/dv rel err {e:?}");
         assert!(e.iter().all(|x| *x < 1e-4), "past the loop limit {c:?}: {e:?}");
     }
+    // The tensor-core forward's logic with its tile products emulated (lavapipe has no cmma):
+    // staging, masking, the two-units-per-row softmax and the lazy rescaling. Keys growing tile
+    // after tile make rows raise their maxima past the threshold again and again.
+    use crate::cube::{ForwardKernel, attention_cmma, set_forward_kernel};
+    use cubecl::Runtime;
+    let max_shared = WgpuRuntime::client(&dev).properties().hardware.max_shared_memory_size;
+    set_forward_kernel(ForwardKernel::CmmaEmulated);
+    let rising = |c: AttentionCase| AttentionCase { key_growth: 12.0, ..c };
+    let emulated = [
+        (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4),
+        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4),
+        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4),
+        (rising(case(3, 3, 150, 150, 32, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2),
+    ];
+    for (c, dtype, tol) in emulated {
+        let elem = if dtype == FloatDType::F32 { 4 } else { 2 };
+        let planes = attention_cmma::emulation_planes(c.head_dim, elem, max_shared);
+        assert!(planes.is_some(), "{c:?} {dtype:?}: no plane count fits {max_shared} bytes of shared memory");
+        let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, dtype, &dev);
+        eprintln!("attention, emulated cmma forward ({planes:?} planes) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?}");
+        assert!(e.iter().all(|x| *x < tol), "emulated cmma {c:?} {dtype:?}: {e:?}");
+    }
+    set_forward_kernel(ForwardKernel::Auto);
     // The default backward (closed-form reference from burn ops).
     crate::attention_ops::set_backward_kernel(false);
     let c = case(2, 1, 50, 50, 16, true, 0, None);
     let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, FloatDType::F32, &dev);
     eprintln!("attention, default backward {c:?}: out/dq/dk/dv rel err {e:?}");
     assert!(e.iter().all(|x| *x < 1e-4), "default backward {c:?}: {e:?}");
+}
+
+/// The tensor-core forward as CUDA source, generated here without a GPU: the kernel's expansion
+/// (the `cmma` fragments kept across the key loop, the rescale branch) and CubeCL's CUDA code
+/// generation both succeed, and the source holds the WMMA calls. (The wgpu client only hosts the
+/// expansion; nothing is launched. NVRTC compiles the source on CUDA machines.)
+#[test]
+fn cmma_forward_generates_cuda_source() {
+    use cubecl::Runtime;
+    use cubecl::prelude::{AddressType, CubeDim, CubeKernel, ExecutionMode, KernelSettings, StorageType, TensorCompilationArg};
+    use cubecl::ir::{ElemType, FloatKind, IntKind};
+    use cubecl::Compiler;
+    let Some(dev) = device() else { return };
+    let client = WgpuRuntime::client(&dev);
+    let planes = crate::cube::attention_cmma::PLANES;
+    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, planes as u32)).address_type(AddressType::U32);
+    let dtypes: [StorageType; 2] = [ElemType::Float(FloatKind::BF16).into(), ElemType::Int(IntKind::I32).into()];
+    for causal in [false, true] {
+        let kernel = crate::cube::attention_cmma::flash_fwd_cmma_kernel::FlashFwdCmmaKernel::<WgpuRuntime>::new(
+            settings.clone(),
+            client.clone(),
+            // q, k, v, pad, out, lse: none in place; then the two scalars (scale, q_offset).
+            TensorCompilationArg { inplace: None },
+            TensorCompilationArg { inplace: None },
+            TensorCompilationArg { inplace: None },
+            TensorCompilationArg { inplace: None },
+            TensorCompilationArg { inplace: None },
+            TensorCompilationArg { inplace: None },
+            (),
+            (),
+            causal,
+            128,
+            planes,
+            false,
+            dtypes,
+        );
+        let definition = kernel.define();
+        let mut compiler = cubecl::cuda::CudaCompiler::default();
+        let options = Default::default();
+        let source = compiler
+            .compile(definition, &options, ExecutionMode::Checked, AddressType::U32.unsigned_type())
+            .expect("CUDA code generation")
+            .to_string();
+        assert!(source.contains("mma_sync") && source.contains("store_matrix_sync"), "causal={causal}: no WMMA calls in\n{source}");
+    }
 }

@@ -1,33 +1,47 @@
 //! Tensor-core flash-attention forward (FlashAttention-2, Dao 2023, arXiv 2307.08691) through
 //! CubeCL's `cmma` (16×16×16 tiles, f16/bf16 inputs, f32 accumulation).
 //!
-//! Cube: 4 planes of 32 units (`CubeDim (32, 4)`); plane `p` owns query rows `16p..16p+16` of the
-//! cube's 64-row query tile. Per 64-key tile:
+//! Cube: `planes` planes of 32 units (`CubeDim (32, planes)`, 4 on CUDA); plane `p` owns query rows
+//! `16p..16p+16` of the cube's query tile. Per 64-key tile:
 //! 1. all units stage K and V `[64, D]` in shared memory (input dtype, no conversion);
 //! 2. each plane computes its scores `S = Q Kᵀ` `[16, 64]` with `cmma` into shared f32;
-//! 3. units 0..16 of the plane each own one row: mask, online softmax (running max `m`, sum `l`),
-//!    `P` `[16, 64]` in the input dtype and the row's correction `exp(m_old − m_new)`;
-//! 4. the plane rescales its f32 output rows `O` `[16, D]` (shared) by the corrections and adds
-//!    `P V` with `cmma`, loading and storing `O` as the accumulator.
+//! 3. online softmax, two units per row (the plane's 32 units for its 16 rows, 32 keys each,
+//!    combined through shared memory): `P` `[16, 64]` in the input dtype, running sum `l`;
+//! 4. the plane adds `P V` to its output accumulators `O` `[16, D]`, which stay in `cmma`
+//!    fragments for the whole key loop.
+//!
+//! **Lazy rescaling** (as FlashAttention-4 does): a row keeps its reference maximum `m` until a
+//! tile's maximum exceeds it by more than [`RESCALE_THRESHOLD`]; only then is `m` raised and `O`
+//! (and `l`) multiplied by `exp(m_old − m_new)`. `P = exp(s − m)` is then at most `e^8 ≈ 2981`,
+//! fine in f16/bf16, and `lse = m + ln l`, `O / l` are exact whichever `m` was used. A rescale
+//! takes the fragments through shared memory (CubeCL's `cmma` has no per-element access); with
+//! the threshold it happens only when a later tile's scores rise well above the earlier ones.
+//!
+//! `emulate` (comptime) replaces the two tile products by scalar code on the same shared tiles and
+//! keeps `O` in shared memory: everything else (staging, masking, the softmax, the rescale
+//! decision, the epilogue) is the same code, so the kernel's logic runs and is tested on devices
+//! without tensor cores (lavapipe in CI). The `cmma` calls themselves are checked on CUDA
+//! (`mlagent kernels check --device cuda --dtype bf16`).
 //!
 //! The output and log-sum-exp match [`super::attention_kernels::flash_fwd_kernel`] (the portable
 //! path, which also serves f32, head dims that are not a multiple of 16, and runtimes without
-//! `cmma`): same masking (`visible`), same `lse = m + ln l`, and `lse = f32::MAX` with a zero output
-//! for rows that see no key.
+//! `cmma`): same masking, same `lse`, and `lse = f32::MAX` with a zero output for rows that see no
+//! key.
 
-use super::attention_kernels::{key_range, visible};
+use super::attention_kernels::key_range;
 use cubecl::prelude::*;
 
 /// Query rows per plane (the `cmma` M dimension).
 pub const ROWS_PER_PLANE: usize = 16;
-/// Planes per cube.
+/// Planes per cube on CUDA.
 pub const PLANES: usize = 4;
-/// Query rows per cube.
-pub const BLOCK_Q: usize = ROWS_PER_PLANE * PLANES;
 /// Keys per shared-memory tile.
 pub const BLOCK_K: usize = 64;
 /// Units per plane this kernel is written for (CUDA's warp).
 pub const PLANE: usize = 32;
+/// How far (natural-log units) a tile's maximum score may exceed a row's reference maximum before
+/// the row rescales; `e^8 ≈ 2981` stays well inside f16's range for `P`.
+pub const RESCALE_THRESHOLD: f32 = 8.0;
 
 /// Row strides (elements) of the shared tiles, padded past the row length so that the units of a
 /// plane reading one column of different rows hit different banks (`cmma` wants multiples of 16
@@ -40,16 +54,47 @@ pub const fn ld_f32(cols: usize) -> usize {
     cols + 4
 }
 
-/// Shared memory the kernel takes, in bytes, for head dim `d` and input element size `elem`.
-pub fn shared_bytes(d: usize, elem: usize) -> usize {
-    // Q, K, V tiles and P in the input dtype; S and O in f32; per-row correction and sum.
-    let half = (BLOCK_Q + 2 * BLOCK_K) * ld_half(d) + BLOCK_Q * ld_half(BLOCK_K);
-    let f32s = BLOCK_Q * ld_f32(BLOCK_K) + BLOCK_Q * ld_f32(d) + 2 * BLOCK_Q;
+/// Shared memory the kernel takes, in bytes, for head dim `d`, input element size `elem` and
+/// `planes` planes per cube.
+pub fn shared_bytes(d: usize, elem: usize, planes: usize) -> usize {
+    let (block_q, units) = (planes * ROWS_PER_PLANE, planes * PLANE);
+    // Q, K, V tiles and P in the input dtype.
+    let half = (block_q + 2 * BLOCK_K) * ld_half(d) + block_q * ld_half(BLOCK_K);
+    // S and O in f32; per-row correction and sum; two partials per unit; the rescale flag.
+    let f32s = block_q * ld_f32(BLOCK_K) + block_q * ld_f32(d) + 2 * block_q + 2 * units + 1;
     half * elem + f32s * 4
 }
 
-/// Forward: cube (query tile of 64 rows, head, batch); out `[B, H, Tq, D]` and lse `[B, H, Tq]`
-/// contiguous. `head_dim` must be a multiple of 16.
+/// Planes per cube for the emulated kernel: the most (≤ [`PLANES`]) whose tiles fit in
+/// `max_shared` bytes; `None` when even one plane's do not, or the head dim is not a multiple of 16
+/// (at most 256).
+pub fn emulation_planes(d: usize, elem: usize, max_shared: usize) -> Option<usize> {
+    if !d.is_multiple_of(16) || d > 256 {
+        return None;
+    }
+    [4, 2, 1].into_iter().find(|&p| shared_bytes(d, elem, p) <= max_shared)
+}
+
+/// Loop passes one unit of the emulated kernel makes at most (see `attention_kernels` on Mesa's
+/// per-invocation loop limit; the `cmma` kernel's tile products are unrolled and it never runs
+/// on lavapipe): per key tile, the staging loop, the emulated `S` (32 elements per unit, `d` each)
+/// and `P V` (`16·d/32` elements, 64 each), the two softmax loops, the rescale check and scaling.
+pub fn emulated_loop_iterations(tk: usize, d: usize, planes: usize) -> usize {
+    let (block_q, units) = (planes * ROWS_PER_PLANE, planes * PLANE);
+    let o_elems = (ROWS_PER_PLANE * d).div_ceil(PLANE);
+    let tile = 1
+        + ((BLOCK_K * d).div_ceil(units) + 1)
+        + (ROWS_PER_PLANE * BLOCK_K / PLANE) * (d + 1)
+        + 1
+        + 2 * (BLOCK_K / 2 + 1)
+        + (o_elems + 1)
+        + o_elems * (BLOCK_K + 1)
+        + 1;
+    tk.div_ceil(BLOCK_K) * tile + 2 * ((block_q * d).div_ceil(units) + 1) + 1
+}
+
+/// Forward: cube (query tile of `16·planes` rows, head, batch); out `[B, H, Tq, D]` and lse
+/// `[B, H, Tq]` contiguous. `head_dim` must be a multiple of 16.
 #[cube(launch, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
@@ -63,13 +108,16 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
     q_offset: usize,
     #[comptime] causal: bool,
     #[comptime] head_dim: usize,
+    #[comptime] planes: usize,
+    #[comptime] emulate: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let lane = UNIT_POS_X as usize;
     let plane = UNIT_POS_Y as usize;
     let tid = plane * PLANE + lane;
-    let units = comptime!(PLANE * PLANES);
-    let first_row = CUBE_POS_X as usize * BLOCK_Q;
+    let units = comptime!(PLANE * planes);
+    let block_q = comptime!(ROWS_PER_PLANE * planes);
+    let first_row = CUBE_POS_X as usize * block_q;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
     let (nh, tq) = (q.shape(1), q.shape(2));
@@ -82,19 +130,22 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
     let ol = comptime!(ld_f32(head_dim));
     let sl = comptime!(ld_f32(BLOCK_K));
     let pl = comptime!(ld_half(BLOCK_K));
-    let mut qs = SharedMemory::<F>::new(comptime!(BLOCK_Q * ld_half(head_dim)));
+    let mut qs = SharedMemory::<F>::new(comptime!(block_q * ld_half(head_dim)));
     let mut ks = SharedMemory::<F>::new(comptime!(BLOCK_K * ld_half(head_dim)));
     let mut vs = SharedMemory::<F>::new(comptime!(BLOCK_K * ld_half(head_dim)));
-    let mut ss = SharedMemory::<f32>::new(comptime!(BLOCK_Q * ld_f32(BLOCK_K)));
-    let mut ps = SharedMemory::<F>::new(comptime!(BLOCK_Q * ld_half(BLOCK_K)));
-    let mut os = SharedMemory::<f32>::new(comptime!(BLOCK_Q * ld_f32(head_dim)));
-    let mut cs = SharedMemory::<f32>::new(BLOCK_Q);
-    let mut ls = SharedMemory::<f32>::new(BLOCK_Q);
+    let mut ss = SharedMemory::<f32>::new(comptime!(block_q * ld_f32(BLOCK_K)));
+    let mut ps = SharedMemory::<F>::new(comptime!(block_q * ld_half(BLOCK_K)));
+    let mut os = SharedMemory::<f32>::new(comptime!(block_q * ld_f32(head_dim)));
+    let mut cs = SharedMemory::<f32>::new(block_q);
+    let mut ls = SharedMemory::<f32>::new(block_q);
+    let mut part_max = SharedMemory::<f32>::new(units);
+    let mut part_sum = SharedMemory::<f32>::new(units);
+    let mut rescale = SharedMemory::<u32>::new(1usize);
 
-    // Q tile (zero past tq) and a zero output accumulator.
+    // Q tile (zero past tq) and a zero output (the accumulator when emulating).
     let qb = b * q.stride(0) + h * q.stride(1);
     let mut idx = tid;
-    while idx < BLOCK_Q * head_dim {
+    while idx < block_q * head_dim {
         let r = idx / head_dim;
         let d = idx % head_dim;
         let mut x = F::new(0.0);
@@ -106,13 +157,23 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
         idx += units;
     }
 
-    let (start, end) = key_range(first_row, BLOCK_Q, tq, tk, pad_b, q_offset, BLOCK_K, causal);
+    let (start, end) = key_range(first_row, block_q, tq, tk, pad_b, q_offset, BLOCK_K, causal);
 
-    // Row state, kept by units 0..16 of each plane for row `plane * 16 + lane`.
-    let r_loc = plane * ROWS_PER_PLANE + lane;
+    // Softmax state: units 2r and 2r + 1 (of the plane that owns row r) share row r and keep
+    // identical copies of its reference maximum `m` and sum `l`.
+    let r_loc = tid / 2;
+    let half = tid % 2;
+    let partner = tid - half + (1 - half);
     let row = first_row + r_loc;
-    let owner = lane < ROWS_PER_PLANE;
-    let row_ok = owner && row < tq;
+    let row_ok = row < tq;
+    // Keys visible to the row: [pad_b, hi).
+    let mut hi = tk;
+    if causal {
+        let last = q_offset + row + 1;
+        if last < hi {
+            hi = last;
+        }
+    }
     let lowest = f32::min_value();
     let mut m = lowest;
     let mut l = f32::new(0.0);
@@ -122,16 +183,28 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
     let o_off = plane * ROWS_PER_PLANE * ol;
     let s_off = plane * ROWS_PER_PLANE * sl;
     let p_off = plane * ROWS_PER_PLANE * pl;
-    let (q_len, kv_len) = (comptime!(BLOCK_Q * ld_half(head_dim)), comptime!(BLOCK_K * ld_half(head_dim)));
-    let (s_len, p_len, o_len) = (comptime!(BLOCK_Q * ld_f32(BLOCK_K)), comptime!(BLOCK_Q * ld_half(BLOCK_K)), comptime!(BLOCK_Q * ld_f32(head_dim)));
+    let (q_len, kv_len) = (comptime!(block_q * ld_half(head_dim)), comptime!(BLOCK_K * ld_half(head_dim)));
+    let (s_len, p_len, o_len) = (comptime!(block_q * ld_f32(BLOCK_K)), comptime!(block_q * ld_half(BLOCK_K)), comptime!(block_q * ld_f32(head_dim)));
     let (dl32, ol32, sl32, pl32) = (comptime!(ld_half(head_dim) as u32), comptime!(ld_f32(head_dim) as u32), comptime!(ld_f32(BLOCK_K) as u32), comptime!(ld_half(BLOCK_K) as u32));
+
+    // The plane's output accumulators, one 16×16 fragment per 16 columns of D.
+    let mut acc = Sequence::<cmma::Matrix<f32>>::new();
+    if comptime!(!emulate) {
+        #[unroll]
+        for _n in 0..d16 {
+            acc.push(cmma::Matrix::<f32>::from_value(cmma::MatrixIdent::Accumulator, 16usize, 16usize, 16usize, cmma::MatrixLayout::Undefined, f32::new(0.0)));
+        }
+    }
     sync_cube();
 
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
     let mut kt = start;
     while kt < end {
-        // 1. K and V tiles.
+        // 1. K and V tiles; the rescale flag is cleared (its last reader passed the loop's final sync).
+        if tid == 0 {
+            rescale[0] = 0;
+        }
         let mut i = tid;
         while i < BLOCK_K * head_dim {
             let r = i / head_dim;
@@ -149,116 +222,180 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
         sync_cube();
 
         // 2. S = Q Kᵀ for this plane's 16 rows: [16, D] × [D, 64].
-        #[unroll]
-        for j in 0..k16 {
-            let c = cmma::Matrix::<f32>::from_value(cmma::MatrixIdent::Accumulator, 16usize, 16usize, 16usize, cmma::MatrixLayout::Undefined, f32::new(0.0));
-            #[unroll]
-            for kk in 0..d16 {
-                let a = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::A,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::RowMajor,
-                    &qs.slice(q_off + kk * 16, q_len),
-                    dl32,
-                );
-                // Kᵀ: column n of B is key row n of the tile.
-                let bm = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::ColMajor,
-                    &ks.slice(j * 16 * dl + kk * 16, kv_len),
-                    dl32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a, &bm, &c, &c);
+        if comptime!(emulate) {
+            let mut e = lane;
+            while e < ROWS_PER_PLANE * BLOCK_K {
+                let r = e / BLOCK_K;
+                let c = e % BLOCK_K;
+                let mut s = f32::new(0.0);
+                for d in 0..head_dim {
+                    s += f32::cast_from(qs[q_off + r * dl + d]) * f32::cast_from(ks[c * dl + d]);
+                }
+                ss[s_off + r * sl + c] = s;
+                e += PLANE;
             }
-            let mut dst = ss.slice_mut(s_off + j * 16, s_len);
-            cmma::store(&mut dst, &c, sl32, cmma::MatrixLayout::RowMajor);
+        } else {
+            #[unroll]
+            for j in 0..k16 {
+                let c = cmma::Matrix::<f32>::from_value(cmma::MatrixIdent::Accumulator, 16usize, 16usize, 16usize, cmma::MatrixLayout::Undefined, f32::new(0.0));
+                #[unroll]
+                for kk in 0..d16 {
+                    let a = cmma::Matrix::<F>::from_slice(
+                        cmma::MatrixIdent::A,
+                        16usize,
+                        16usize,
+                        16usize,
+                        cmma::MatrixLayout::RowMajor,
+                        &qs.slice(q_off + kk * 16, q_len),
+                        dl32,
+                    );
+                    // Kᵀ: column n of B is key row n of the tile.
+                    let bm = cmma::Matrix::<F>::from_slice(
+                        cmma::MatrixIdent::B,
+                        16usize,
+                        16usize,
+                        16usize,
+                        cmma::MatrixLayout::ColMajor,
+                        &ks.slice(j * 16 * dl + kk * 16, kv_len),
+                        dl32,
+                    );
+                    cmma::execute::<F, F, f32, f32>(&a, &bm, &c, &c);
+                }
+                let mut dst = ss.slice_mut(s_off + j * 16, s_len);
+                cmma::store(&mut dst, &c, sl32, cmma::MatrixLayout::RowMajor);
+            }
         }
         sync_cube();
 
-        // 3. Online softmax, one unit per row.
-        if owner {
-            let so = r_loc * sl;
-            let po = r_loc * pl;
-            let mut corr = f32::new(1.0);
-            let mut mt = lowest;
-            if row_ok {
-                for j in 0..BLOCK_K {
-                    if visible(kt + j, row, tk, pad_b, q_offset, causal) {
-                        mt = mt.max(ss[so + j] * scale);
-                    }
+        // 3. Online softmax, two units per row: unit `half` takes keys 2i + half of the tile.
+        let so = r_loc * sl;
+        let po = r_loc * pl;
+        let mut mt = lowest;
+        if row_ok {
+            for i in 0..BLOCK_K / 2 {
+                let j = 2 * i + half;
+                let key = kt + j;
+                if key >= pad_b && key < hi {
+                    mt = mt.max(ss[so + j] * scale);
                 }
             }
-            if mt > lowest {
-                let m_new = m.max(mt);
-                corr = (m - m_new).exp();
-                l *= corr;
-                for j in 0..BLOCK_K {
-                    let mut p = f32::new(0.0);
-                    if visible(kt + j, row, tk, pad_b, q_offset, causal) {
-                        p = (ss[so + j] * scale - m_new).exp();
-                    }
-                    l += p;
-                    ps[po + j] = F::cast_from(p);
-                }
-                m = m_new;
-            } else {
-                for j in 0..BLOCK_K {
-                    ps[po + j] = F::new(0.0);
-                }
-            }
-            cs[r_loc] = corr;
         }
+        part_max[tid] = mt;
         sync_cube();
+        mt = mt.max(part_max[partner]);
+        let mut m_new = m;
+        if mt > m + RESCALE_THRESHOLD {
+            m_new = mt;
+        }
+        // 1 when m stays; 0 when the row saw no key before (l and O are 0 then).
+        let corr = (m - m_new).exp();
+        let mut psum = f32::new(0.0);
+        for i in 0..BLOCK_K / 2 {
+            let j = 2 * i + half;
+            let key = kt + j;
+            let mut p = f32::new(0.0);
+            if row_ok && key >= pad_b && key < hi {
+                p = (ss[so + j] * scale - m_new).exp();
+            }
+            psum += p;
+            ps[po + j] = F::cast_from(p);
+        }
+        part_sum[tid] = psum;
+        // O needs the correction only when it holds something (l > 0) and m moved.
+        let moved = m_new > m && l > f32::new(0.0);
+        if half == 0 {
+            let mut c = f32::new(1.0);
+            if moved {
+                c = corr;
+                rescale[0] = 1;
+            }
+            cs[r_loc] = c;
+        }
+        l *= corr;
+        m = m_new;
+        sync_cube();
+        // Both units add the two partials (a + b == b + a: their copies of l stay identical).
+        l += part_sum[tid] + part_sum[partner];
 
-        // 4. O = O·corr + P V for this plane's rows: [16, 64] × [64, D].
-        let mut e = lane;
-        while e < ROWS_PER_PLANE * head_dim {
-            let rr = plane * ROWS_PER_PLANE + e / head_dim;
-            let oi = rr * ol + e % head_dim;
-            os[oi] = os[oi] * cs[rr];
-            e += PLANE;
-        }
-        sync_cube();
-        #[unroll]
-        for n in 0..d16 {
-            let c = cmma::Matrix::<f32>::from_value(cmma::MatrixIdent::Accumulator, 16usize, 16usize, 16usize, cmma::MatrixLayout::Undefined, f32::new(0.0));
-            cmma::load_with_layout(&c, &os.slice(o_off + n * 16, o_len), ol32, cmma::MatrixLayout::RowMajor);
-            #[unroll]
-            for kk in 0..k16 {
-                let a = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::A,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::RowMajor,
-                    &ps.slice(p_off + kk * 16, p_len),
-                    pl32,
-                );
-                let bm = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::RowMajor,
-                    &vs.slice(kk * 16 * dl + n * 16, kv_len),
-                    dl32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a, &bm, &c, &c);
+        // 4. O = O·corr when any row of the cube moved its maximum (cube-uniform), then O += P V.
+        if rescale[0] == 1 {
+            if comptime!(!emulate) {
+                #[unroll]
+                for n in 0..d16 {
+                    let mut dst = os.slice_mut(o_off + n * 16, o_len);
+                    cmma::store(&mut dst, acc.index(n), ol32, cmma::MatrixLayout::RowMajor);
+                }
             }
-            let mut dst = os.slice_mut(o_off + n * 16, o_len);
-            cmma::store(&mut dst, &c, ol32, cmma::MatrixLayout::RowMajor);
+            sync_cube();
+            let mut e = lane;
+            while e < ROWS_PER_PLANE * head_dim {
+                let rr = plane * ROWS_PER_PLANE + e / head_dim;
+                let oi = rr * ol + e % head_dim;
+                os[oi] = os[oi] * cs[rr];
+                e += PLANE;
+            }
+            sync_cube();
+            if comptime!(!emulate) {
+                #[unroll]
+                for n in 0..d16 {
+                    cmma::load_with_layout(acc.index(n), &os.slice(o_off + n * 16, o_len), ol32, cmma::MatrixLayout::RowMajor);
+                }
+            }
+        }
+        // [16, 64] × [64, D].
+        if comptime!(emulate) {
+            let mut e = lane;
+            while e < ROWS_PER_PLANE * head_dim {
+                let r = e / head_dim;
+                let c = e % head_dim;
+                let mut s = f32::new(0.0);
+                for j in 0..BLOCK_K {
+                    s += f32::cast_from(ps[p_off + r * pl + j]) * f32::cast_from(vs[j * dl + c]);
+                }
+                os[o_off + r * ol + c] += s;
+                e += PLANE;
+            }
+        } else {
+            #[unroll]
+            for n in 0..d16 {
+                #[unroll]
+                for kk in 0..k16 {
+                    let a = cmma::Matrix::<F>::from_slice(
+                        cmma::MatrixIdent::A,
+                        16usize,
+                        16usize,
+                        16usize,
+                        cmma::MatrixLayout::RowMajor,
+                        &ps.slice(p_off + kk * 16, p_len),
+                        pl32,
+                    );
+                    let bm = cmma::Matrix::<F>::from_slice(
+                        cmma::MatrixIdent::B,
+                        16usize,
+                        16usize,
+                        16usize,
+                        cmma::MatrixLayout::RowMajor,
+                        &vs.slice(kk * 16 * dl + n * 16, kv_len),
+                        dl32,
+                    );
+                    cmma::execute::<F, F, f32, f32>(&a, &bm, acc.index(n), acc.index(n));
+                }
+            }
         }
         sync_cube();
         kt += BLOCK_K;
     }
 
-    // Row sums and lse by the row owners, then the normalised output by all units.
-    if owner {
+    // The accumulators to shared memory; row sums and lse by one unit per row; then the
+    // normalised output by all units.
+    if comptime!(!emulate) {
+        #[unroll]
+        for n in 0..d16 {
+            let mut dst = os.slice_mut(o_off + n * 16, o_len);
+            cmma::store(&mut dst, acc.index(n), ol32, cmma::MatrixLayout::RowMajor);
+        }
+    }
+    if half == 0 {
         let mut lv = f32::new(0.0);
         if row_ok {
             lv = l;
@@ -274,7 +411,7 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
     }
     sync_cube();
     let mut o = tid;
-    while o < BLOCK_Q * head_dim {
+    while o < block_q * head_dim {
         let r = o / head_dim;
         let d = o % head_dim;
         if first_row + r < tq {

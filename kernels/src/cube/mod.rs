@@ -88,18 +88,60 @@ fn within_loop_limit<R: CubeRuntime>(t: &CubeTensor<R>, iterations: usize, what:
     false
 }
 
+/// Which attention forward kernel runs where both could.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardKernel {
+    /// The tensor-core kernel ([`attention_cmma`]) where the runtime has `cmma`, else the portable one.
+    Auto,
+    /// The portable kernel everywhere (for comparisons).
+    Portable,
+    /// [`attention_cmma`] with its two tile products as scalar code, on any runtime and dtype, for
+    /// head dims that are multiples of 16: runs the tensor-core kernel's logic where there are no
+    /// tensor cores (tests on lavapipe). Slow.
+    CmmaEmulated,
+}
+
+static FORWARD_KERNEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The forward kernel choice: [`set_forward_kernel`]'s, else `MLAGENT_ATTENTION` read once
+/// (`portable`, `cmma-emulated`; anything else or unset: auto).
+pub fn forward_kernel() -> ForwardKernel {
+    use std::sync::atomic::Ordering;
+    let code = match FORWARD_KERNEL.load(Ordering::Relaxed) {
+        0 => {
+            let code = match std::env::var("MLAGENT_ATTENTION").as_deref() {
+                Ok("portable") => 2,
+                Ok("cmma-emulated") => 3,
+                _ => 1,
+            };
+            let _ = FORWARD_KERNEL.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+            FORWARD_KERNEL.load(Ordering::Relaxed)
+        }
+        c => c,
+    };
+    match code {
+        2 => ForwardKernel::Portable,
+        3 => ForwardKernel::CmmaEmulated,
+        _ => ForwardKernel::Auto,
+    }
+}
+
+/// Chooses the forward kernel for this process; see [`forward_kernel`].
+pub fn set_forward_kernel(k: ForwardKernel) {
+    let code = match k {
+        ForwardKernel::Auto => 1,
+        ForwardKernel::Portable => 2,
+        ForwardKernel::CmmaEmulated => 3,
+    };
+    FORWARD_KERNEL.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether the tensor-core forward ([`attention_cmma`]) serves these inputs: f16/bf16, a head dim
 /// that is a multiple of 16 (at most 256), a runtime with 16×16×16 `cmma` for that dtype into f32,
-/// 32-wide planes, and enough shared memory. `MLAGENT_ATTENTION=portable` forces the portable kernel
-/// (for comparisons).
+/// 32-wide planes, and enough shared memory for [`attention_cmma::PLANES`] planes.
 fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     use cubecl::features::MmaConfig;
     use cubecl::ir::{ElemType, FloatKind, StorageType};
-    // Read once per process: this runs on every attention forward.
-    static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *PORTABLE.get_or_init(|| std::env::var("MLAGENT_ATTENTION").is_ok_and(|v| v == "portable")) {
-        return false;
-    }
     let elem: StorageType = match q.dtype {
         DType::F16 => ElemType::Float(FloatKind::F16).into(),
         DType::BF16 => ElemType::Float(FloatKind::BF16).into(),
@@ -115,7 +157,20 @@ fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     props.features.matmul.cmma.contains(&mma)
         && hw.plane_size_min == attention_cmma::PLANE as u32
         && hw.plane_size_max == attention_cmma::PLANE as u32
-        && attention_cmma::shared_bytes(d, q.dtype.size()) <= hw.max_shared_memory_size
+        && attention_cmma::shared_bytes(d, q.dtype.size(), attention_cmma::PLANES) <= hw.max_shared_memory_size
+}
+
+/// How the forward runs: `Some((planes, emulate))` for [`attention_cmma`], `None` for the portable
+/// kernel. Emulation takes the most planes (≤ 4) whose tiles fit the device's shared memory.
+fn cmma_forward<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<(usize, bool)> {
+    match forward_kernel() {
+        ForwardKernel::Portable => None,
+        ForwardKernel::Auto => cmma_attention_ok(q, d).then_some((attention_cmma::PLANES, false)),
+        ForwardKernel::CmmaEmulated => {
+            let max = q.client.properties().hardware.max_shared_memory_size;
+            attention_cmma::emulation_planes(d, q.dtype.size(), max).map(|p| (p, true))
+        }
+    }
 }
 
 /// An uninitialised contiguous output on `like`'s device (see the module doc for why contiguous).
@@ -294,17 +349,23 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             return (out, lse);
         }
         let tk = k.meta.shape().dims::<4>()[2];
-        if !within_loop_limit(&q, attention_kernels::fwd_loop_iterations(tk, d, tile_rows(d, 64)), "attention forward") {
+        let cmma = cmma_forward(&q, d);
+        let passes = match cmma {
+            Some((planes, true)) => attention_cmma::emulated_loop_iterations(tk, d, planes),
+            // The tensor-core kernel runs only on GPUs (no loop limit); the count is for the portable one.
+            _ => attention_kernels::fwd_loop_iterations(tk, d, tile_rows(d, 64)),
+        };
+        if !within_loop_limit(&q, passes, "attention forward") {
             return crate::attention_ops::flash_fwd_reference::<Self>(q, k, v, pad, p);
         }
         let client = q.client.clone();
         let address_type = addr(&[&q, &k, &v, &out]);
         let dtypes = [q.dtype.into(), pad.dtype.into()];
-        if cmma_attention_ok(&q, d) {
+        if let Some((planes, emulate)) = cmma {
             attention_cmma::flash_fwd_cmma_kernel::launch::<R>(
                 &client,
-                CubeCount::Static(tq.div_ceil(attention_cmma::BLOCK_Q) as u32, h as u32, b as u32),
-                CubeDim::new_2d(attention_cmma::PLANE as u32, attention_cmma::PLANES as u32),
+                CubeCount::Static(tq.div_ceil(planes * attention_cmma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
+                CubeDim::new_2d(attention_cmma::PLANE as u32, planes as u32),
                 address_type,
                 q.into_tensor_arg(),
                 k.into_tensor_arg(),
@@ -316,6 +377,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 p.q_offset,
                 p.causal,
                 d,
+                planes,
+                emulate,
                 dtypes,
             );
             return (out, lse);

@@ -130,6 +130,11 @@ struct CheckArgs {
     /// or the backend.
     #[arg(long)]
     stages: bool,
+    /// Multiply the keys of the t-th 64-key tile by 1 + G·t (G ≥ 0): scores then rise tile after
+    /// tile, so the forward kernels raise their running row maxima again and again (their
+    /// rescaling paths, which random inputs rarely reach). 12 does it at head dim 16–128.
+    #[arg(long, default_value_t = 0.0)]
+    key_growth: f64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -267,6 +272,7 @@ impl KernelTask for CheckTask {
             // Odd rows are left-padded by a fifth of the sequence.
             pad_lens: Some((0..a.batch).map(|b| if b % 2 == 1 { a.seq_len / 5 } else { 0 }).collect()),
             seed: a.seed,
+            key_growth: a.key_growth,
         };
         let [fwd, dq, dk, dv] = attention_rel_errors::<B>(&case, a.dtype.into(), &device);
         let mut cfg = PpoConfig::default();
@@ -297,6 +303,9 @@ fn check(a: CheckArgs) -> Result<()> {
     // This command measures the kernels: run the backward kernels, not the default closed-form reference.
     mlagent_kernels::attention_ops::set_backward_kernel(true);
     check_heads(a.heads, a.kv_heads, a.head_dim)?;
+    if !(0.0..=1e3).contains(&a.key_growth) {
+        bail!("--key-growth {} must be in [0, 1000]", a.key_growth);
+    }
     if a.batch == 0 || a.seq_len == 0 || a.vocab == 0 || a.tokens == 0 {
         bail!("--batch, --seq-len, --vocab and --tokens must be positive");
     }
