@@ -97,9 +97,12 @@ static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 ///
 /// The reference materialises `[Tq, Tk]` probabilities (like the CPU path) but runs on burn's
 /// tensor-core matmuls; the portable backward kernels reached 2.34 TFLOP/s forward+backward on an
-/// H200 (BENCHMARKS.md), slower than that at training lengths, so they are opt-in: set
+/// H200 (BENCHMARKS.md), slower than that at training lengths, so the kernels are opt-in: set
 /// `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`] (`mlagent kernels check/bench`
-/// do, since they measure the kernels).
+/// do, since they measure the kernels). Where the runtime has `cmma` (CUDA, f16/bf16, head dim a
+/// multiple of 16) the kernels are the tensor-core ones (`crate::cube::attention_cmma_bwd`), which
+/// are checked on lavapipe by emulation but have not run on a GPU yet; `MLAGENT_ATTENTION=portable`
+/// keeps the portable ones.
 ///
 /// Both failures that once made the kernels' gradients wrong are explained and fixed: on CUDA,
 /// outputs allocated with padded rows (see `crate::cube`); on lavapipe, Mesa's per-invocation loop

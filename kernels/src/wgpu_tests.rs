@@ -102,9 +102,10 @@ fn flash_attention_kernels_match_reference() {
         eprintln!("attention past the loop limit {c:?}: out/dq/dk/dv rel err {e:?}");
         assert!(e.iter().all(|x| *x < 1e-4), "past the loop limit {c:?}: {e:?}");
     }
-    // The tensor-core forward's logic with its tile products emulated (lavapipe has no cmma):
-    // staging, masking, the two-units-per-row softmax and the lazy rescaling. Keys growing tile
-    // after tile make rows raise their maxima past the threshold again and again.
+    // The tensor-core kernels' logic with their tile products emulated (lavapipe has no cmma): the
+    // forward's staging, masking, two-units-per-row softmax and lazy rescaling, and the dQ and
+    // dK/dV kernels (GQA summed in the kernel). Keys growing tile after tile make rows raise their
+    // maxima past the threshold again and again.
     use crate::cube::{ForwardKernel, attention_cmma, set_forward_kernel};
     use cubecl::Runtime;
     let max_shared = WgpuRuntime::client(&dev).properties().hardware.max_shared_memory_size;
@@ -121,7 +122,7 @@ fn flash_attention_kernels_match_reference() {
         let planes = attention_cmma::emulation_planes(c.head_dim, elem, max_shared);
         assert!(planes.is_some(), "{c:?} {dtype:?}: no plane count fits {max_shared} bytes of shared memory");
         let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, dtype, &dev);
-        eprintln!("attention, emulated cmma forward ({planes:?} planes) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?}");
+        eprintln!("attention, emulated cmma kernels (forward: {planes:?} planes) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?}");
         assert!(e.iter().all(|x| *x < tol), "emulated cmma {c:?} {dtype:?}: {e:?}");
     }
     set_forward_kernel(ForwardKernel::Auto);
@@ -133,12 +134,12 @@ fn flash_attention_kernels_match_reference() {
     assert!(e.iter().all(|x| *x < 1e-4), "default backward {c:?}: {e:?}");
 }
 
-/// The tensor-core forward as CUDA source, generated here without a GPU: the kernel's expansion
-/// (the `cmma` fragments kept across the key loop, the rescale branch) and CubeCL's CUDA code
-/// generation both succeed, and the source holds the WMMA calls. (The wgpu client only hosts the
+/// The tensor-core kernels as CUDA source, generated here without a GPU: the kernels' expansion
+/// (the `cmma` fragments kept across the loops, the forward's rescale branch) and CubeCL's CUDA
+/// code generation succeed, and the sources hold the expected WMMA calls. (The wgpu client only hosts the
 /// expansion; nothing is launched. NVRTC compiles the source on CUDA machines.)
 #[test]
-fn cmma_forward_generates_cuda_source() {
+fn cmma_kernels_generate_cuda_source() {
     use cubecl::Runtime;
     use cubecl::prelude::{AddressType, CubeDim, CubeKernel, ExecutionMode, KernelSettings, StorageType, TensorCompilationArg};
     use cubecl::ir::{ElemType, FloatKind, IntKind};
@@ -176,4 +177,18 @@ fn cmma_forward_generates_cuda_source() {
             .to_string();
         assert!(source.contains("mma_sync") && source.contains("store_matrix_sync"), "causal={causal}: no WMMA calls in\n{source}");
     }
+    // The backward kernels likewise (dQ: 8 tensors, dK/dV: 9; then scale and q_offset).
+    use crate::cube::attention_cmma_bwd::{flash_dkv_cmma_kernel::FlashDkvCmmaKernel, flash_dq_cmma_kernel::FlashDqCmmaKernel};
+    let t = || TensorCompilationArg { inplace: None };
+    let cuda = |definition| {
+        let mut compiler = cubecl::cuda::CudaCompiler::default();
+        let options = Default::default();
+        compiler.compile(definition, &options, ExecutionMode::Checked, AddressType::U32.unsigned_type()).expect("CUDA code generation").to_string()
+    };
+    let dq = FlashDqCmmaKernel::<WgpuRuntime>::new(settings.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), true, 128, planes, 64, false, dtypes);
+    let source = cuda(dq.define());
+    assert_eq!(source.matches("mma_sync").count(), 8 * 4 * 2 + 4 * 8, "dQ: 2 × [16, 128] × [128, 64] and [16, 64] × [64, 128] per tile");
+    let dkv = FlashDkvCmmaKernel::<WgpuRuntime>::new(settings, client, t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), true, 128, planes, 64, false, dtypes);
+    let source = cuda(dkv.define());
+    assert_eq!(source.matches("mma_sync").count(), 8 * 4 * 2 + 2 * 4 * 8, "dK/dV: 2 × Sᵀ-like and 2 × accumulating products per tile");
 }

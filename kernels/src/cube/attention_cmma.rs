@@ -29,6 +29,7 @@
 //! key.
 
 use super::attention_kernels::key_range;
+use super::cmma_tiles::{ab_acc_16xn, abt_16xn, load_acc, store_acc, zero_acc};
 use cubecl::prelude::*;
 
 /// Query rows per plane (the `cmma` M dimension).
@@ -177,24 +178,15 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
     let lowest = f32::min_value();
     let mut m = lowest;
     let mut l = f32::new(0.0);
-    let d16 = comptime!(head_dim / 16);
-    let k16 = comptime!(BLOCK_K / 16);
     let q_off = plane * ROWS_PER_PLANE * dl;
     let o_off = plane * ROWS_PER_PLANE * ol;
     let s_off = plane * ROWS_PER_PLANE * sl;
     let p_off = plane * ROWS_PER_PLANE * pl;
     let (q_len, kv_len) = (comptime!(block_q * ld_half(head_dim)), comptime!(BLOCK_K * ld_half(head_dim)));
     let (s_len, p_len, o_len) = (comptime!(block_q * ld_f32(BLOCK_K)), comptime!(block_q * ld_half(BLOCK_K)), comptime!(block_q * ld_f32(head_dim)));
-    let (dl32, ol32, sl32, pl32) = (comptime!(ld_half(head_dim) as u32), comptime!(ld_f32(head_dim) as u32), comptime!(ld_f32(BLOCK_K) as u32), comptime!(ld_half(BLOCK_K) as u32));
 
     // The plane's output accumulators, one 16×16 fragment per 16 columns of D.
-    let mut acc = Sequence::<cmma::Matrix<f32>>::new();
-    if comptime!(!emulate) {
-        #[unroll]
-        for _n in 0..d16 {
-            acc.push(cmma::Matrix::<f32>::from_value(cmma::MatrixIdent::Accumulator, 16usize, 16usize, 16usize, cmma::MatrixLayout::Undefined, f32::new(0.0)));
-        }
-    }
+    let acc = zero_acc(head_dim, emulate);
     sync_cube();
 
     let kb = b * k.stride(0) + kvh * k.stride(1);
@@ -222,49 +214,7 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
         sync_cube();
 
         // 2. S = Q Kᵀ for this plane's 16 rows: [16, D] × [D, 64].
-        if comptime!(emulate) {
-            let mut e = lane;
-            while e < ROWS_PER_PLANE * BLOCK_K {
-                let r = e / BLOCK_K;
-                let c = e % BLOCK_K;
-                let mut s = f32::new(0.0);
-                for d in 0..head_dim {
-                    s += f32::cast_from(qs[q_off + r * dl + d]) * f32::cast_from(ks[c * dl + d]);
-                }
-                ss[s_off + r * sl + c] = s;
-                e += PLANE;
-            }
-        } else {
-            #[unroll]
-            for j in 0..k16 {
-                let c = cmma::Matrix::<f32>::from_value(cmma::MatrixIdent::Accumulator, 16usize, 16usize, 16usize, cmma::MatrixLayout::Undefined, f32::new(0.0));
-                #[unroll]
-                for kk in 0..d16 {
-                    let a = cmma::Matrix::<F>::from_slice(
-                        cmma::MatrixIdent::A,
-                        16usize,
-                        16usize,
-                        16usize,
-                        cmma::MatrixLayout::RowMajor,
-                        &qs.slice(q_off + kk * 16, q_len),
-                        dl32,
-                    );
-                    // Kᵀ: column n of B is key row n of the tile.
-                    let bm = cmma::Matrix::<F>::from_slice(
-                        cmma::MatrixIdent::B,
-                        16usize,
-                        16usize,
-                        16usize,
-                        cmma::MatrixLayout::ColMajor,
-                        &ks.slice(j * 16 * dl + kk * 16, kv_len),
-                        dl32,
-                    );
-                    cmma::execute::<F, F, f32, f32>(&a, &bm, &c, &c);
-                }
-                let mut dst = ss.slice_mut(s_off + j * 16, s_len);
-                cmma::store(&mut dst, &c, sl32, cmma::MatrixLayout::RowMajor);
-            }
-        }
+        abt_16xn::<F>(&qs, q_off, &ks, 0, &mut ss, s_off, dl, sl, q_len, kv_len, s_len, head_dim, BLOCK_K, emulate);
         sync_cube();
 
         // 3. Online softmax, two units per row: unit `half` takes keys 2i + half of the tile.
@@ -319,13 +269,7 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
 
         // 4. O = O·corr when any row of the cube moved its maximum (cube-uniform), then O += P V.
         if rescale[0] == 1 {
-            if comptime!(!emulate) {
-                #[unroll]
-                for n in 0..d16 {
-                    let mut dst = os.slice_mut(o_off + n * 16, o_len);
-                    cmma::store(&mut dst, acc.index(n), ol32, cmma::MatrixLayout::RowMajor);
-                }
-            }
+            store_acc(&acc, &mut os, o_off, ol, o_len, head_dim, emulate);
             sync_cube();
             let mut e = lane;
             while e < ROWS_PER_PLANE * head_dim {
@@ -335,66 +279,17 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
                 e += PLANE;
             }
             sync_cube();
-            if comptime!(!emulate) {
-                #[unroll]
-                for n in 0..d16 {
-                    cmma::load_with_layout(acc.index(n), &os.slice(o_off + n * 16, o_len), ol32, cmma::MatrixLayout::RowMajor);
-                }
-            }
+            load_acc(&acc, &os, o_off, ol, o_len, head_dim, emulate);
         }
         // [16, 64] × [64, D].
-        if comptime!(emulate) {
-            let mut e = lane;
-            while e < ROWS_PER_PLANE * head_dim {
-                let r = e / head_dim;
-                let c = e % head_dim;
-                let mut s = f32::new(0.0);
-                for j in 0..BLOCK_K {
-                    s += f32::cast_from(ps[p_off + r * pl + j]) * f32::cast_from(vs[j * dl + c]);
-                }
-                os[o_off + r * ol + c] += s;
-                e += PLANE;
-            }
-        } else {
-            #[unroll]
-            for n in 0..d16 {
-                #[unroll]
-                for kk in 0..k16 {
-                    let a = cmma::Matrix::<F>::from_slice(
-                        cmma::MatrixIdent::A,
-                        16usize,
-                        16usize,
-                        16usize,
-                        cmma::MatrixLayout::RowMajor,
-                        &ps.slice(p_off + kk * 16, p_len),
-                        pl32,
-                    );
-                    let bm = cmma::Matrix::<F>::from_slice(
-                        cmma::MatrixIdent::B,
-                        16usize,
-                        16usize,
-                        16usize,
-                        cmma::MatrixLayout::RowMajor,
-                        &vs.slice(kk * 16 * dl + n * 16, kv_len),
-                        dl32,
-                    );
-                    cmma::execute::<F, F, f32, f32>(&a, &bm, acc.index(n), acc.index(n));
-                }
-            }
-        }
+        ab_acc_16xn::<F>(&ps, p_off, &vs, &acc, &mut os, o_off, pl, dl, ol, p_len, kv_len, head_dim, BLOCK_K, emulate);
         sync_cube();
         kt += BLOCK_K;
     }
 
     // The accumulators to shared memory; row sums and lse by one unit per row; then the
     // normalised output by all units.
-    if comptime!(!emulate) {
-        #[unroll]
-        for n in 0..d16 {
-            let mut dst = os.slice_mut(o_off + n * 16, o_len);
-            cmma::store(&mut dst, acc.index(n), ol32, cmma::MatrixLayout::RowMajor);
-        }
-    }
+    store_acc(&acc, &mut os, o_off, ol, o_len, head_dim, emulate);
     if half == 0 {
         let mut lv = f32::new(0.0);
         if row_ok {

@@ -10,6 +10,8 @@
 //! while WGPU, whose allocations are contiguous, was right.
 
 pub mod attention_cmma;
+pub mod attention_cmma_bwd;
+pub mod cmma_tiles;
 pub mod attention_kernels;
 pub mod logits_kernels;
 
@@ -136,10 +138,9 @@ pub fn set_forward_kernel(k: ForwardKernel) {
     FORWARD_KERNEL.store(code, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether the tensor-core forward ([`attention_cmma`]) serves these inputs: f16/bf16, a head dim
-/// that is a multiple of 16 (at most 256), a runtime with 16×16×16 `cmma` for that dtype into f32,
-/// 32-wide planes, and enough shared memory for [`attention_cmma::PLANES`] planes.
-fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
+/// Whether the tensor-core kernels can serve these inputs: f16/bf16, a head dim that is a multiple
+/// of 16 (at most 256), a runtime with 16×16×16 `cmma` for that dtype into f32 and 32-wide planes.
+fn cmma_supported<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     use cubecl::features::MmaConfig;
     use cubecl::ir::{ElemType, FloatKind, StorageType};
     let elem: StorageType = match q.dtype {
@@ -157,7 +158,33 @@ fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     props.features.matmul.cmma.contains(&mma)
         && hw.plane_size_min == attention_cmma::PLANE as u32
         && hw.plane_size_max == attention_cmma::PLANE as u32
-        && attention_cmma::shared_bytes(d, q.dtype.size(), attention_cmma::PLANES) <= hw.max_shared_memory_size
+}
+
+/// Whether the tensor-core forward ([`attention_cmma`]) serves these inputs: [`cmma_supported`] and
+/// enough shared memory for [`attention_cmma::PLANES`] planes.
+fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
+    cmma_supported(q, d)
+        && attention_cmma::shared_bytes(d, q.dtype.size(), attention_cmma::PLANES) <= q.client.properties().hardware.max_shared_memory_size
+}
+
+/// How the backward runs: `Some((planes, tile, emulate))` for the tensor-core kernels
+/// ([`attention_cmma_bwd`]; `tile` keys or queries per step), `None` for the portable ones. On
+/// `cmma` runtimes 4 planes and 64-row tiles; emulated (with [`ForwardKernel::CmmaEmulated`]), the
+/// largest that fit the device's shared memory.
+fn cmma_backward<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<(usize, usize, bool)> {
+    let max = q.client.properties().hardware.max_shared_memory_size;
+    let elem = q.dtype.size();
+    let fits = |p: usize, t: usize| {
+        attention_cmma_bwd::dq_shared_bytes(d, elem, p, t) <= max && attention_cmma_bwd::dkv_shared_bytes(d, elem, p, t) <= max
+    };
+    match forward_kernel() {
+        ForwardKernel::Portable => None,
+        ForwardKernel::Auto => (cmma_supported(q, d) && fits(attention_cmma::PLANES, 64)).then_some((attention_cmma::PLANES, 64, false)),
+        ForwardKernel::CmmaEmulated if d.is_multiple_of(16) && d <= 256 => {
+            [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)].into_iter().find(|&(p, t)| fits(p, t)).map(|(p, t)| (p, t, true))
+        }
+        ForwardKernel::CmmaEmulated => None,
+    }
 }
 
 /// How the forward runs: `Some((planes, emulate))` for [`attention_cmma`], `None` for the portable
@@ -421,8 +448,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         }
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
         let [_, kh, tk, _] = k.meta.shape().dims::<4>();
-        let iterations = attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
-            .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh));
+        let cmma = cmma_backward(&q, d);
+        let iterations = match cmma {
+            Some((planes, tile, true)) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
+            // The tensor-core kernels run only on GPUs (no loop limit); the count is for the portable ones.
+            _ => attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
+                .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh)),
+        };
         if !within_loop_limit(&q, iterations, "attention backward") {
             return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);
         }
@@ -451,6 +483,56 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dout.dtype.into(),
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
+        if let Some((planes, tile, emulate)) = cmma {
+            let rows = planes * attention_cmma::ROWS_PER_PLANE;
+            let cube_dim = CubeDim::new_2d(attention_cmma::PLANE as u32, planes as u32);
+            attention_cmma_bwd::flash_dq_cmma_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(tq.div_ceil(rows) as u32, h as u32, b as u32),
+                cube_dim,
+                address_type,
+                q.clone().into_tensor_arg(),
+                k.clone().into_tensor_arg(),
+                v.clone().into_tensor_arg(),
+                dout.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                delta.clone().into_tensor_arg(),
+                pad.clone().into_tensor_arg(),
+                dq.clone().into_tensor_arg(),
+                p.scale,
+                p.q_offset,
+                p.causal,
+                d,
+                planes,
+                tile,
+                emulate,
+                dtypes,
+            );
+            attention_cmma_bwd::flash_dkv_cmma_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(tk.div_ceil(rows) as u32, kh as u32, b as u32),
+                cube_dim,
+                address_type,
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                dout.into_tensor_arg(),
+                lse.into_tensor_arg(),
+                delta.into_tensor_arg(),
+                pad.into_tensor_arg(),
+                dk.clone().into_tensor_arg(),
+                dv.clone().into_tensor_arg(),
+                p.scale,
+                p.q_offset,
+                p.causal,
+                d,
+                planes,
+                tile,
+                emulate,
+                dtypes,
+            );
+            return (dq, dk, dv);
+        }
         attention_kernels::flash_dq_kernel::launch::<R>(
             &client,
             CubeCount::Static(tq.div_ceil(ATTN_UNITS) as u32, h as u32, b as u32),
