@@ -176,6 +176,7 @@ fn cmma_kernels_generate_cuda_source() {
             .expect("CUDA code generation")
             .to_string();
         assert!(source.contains("mma_sync") && source.contains("store_matrix_sync"), "causal={causal}: no WMMA calls in\n{source}");
+        shared_arrays_aligned(&source);
     }
     // The backward kernels likewise (dQ: 8 tensors, dK/dV: 9; then scale and q_offset).
     use crate::cube::attention_cmma_bwd::{flash_dkv_cmma_kernel::FlashDkvCmmaKernel, flash_dq_cmma_kernel::FlashDqCmmaKernel};
@@ -187,8 +188,23 @@ fn cmma_kernels_generate_cuda_source() {
     };
     let dq = FlashDqCmmaKernel::<WgpuRuntime>::new(settings.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), true, 128, planes, 64, false, dtypes);
     let source = cuda(dq.define());
+    shared_arrays_aligned(&source);
     assert_eq!(source.matches("mma_sync").count(), 8 * 4 * 2 + 4 * 8, "dQ: 2 × [16, 128] × [128, 64] and [16, 64] × [64, 128] per tile");
     let dkv = FlashDkvCmmaKernel::<WgpuRuntime>::new(settings, client, t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), true, 128, planes, 64, false, dtypes);
     let source = cuda(dkv.define());
+    shared_arrays_aligned(&source);
     assert_eq!(source.matches("mma_sync").count(), 8 * 4 * 2 + 2 * 4 * 8, "dK/dV: 2 × Sᵀ-like and 2 × accumulating products per tile");
+}
+
+/// WMMA loads and stores need 32-byte aligned pointers. CubeCL packs a kernel's shared arrays into
+/// one dynamic buffer at the byte offsets it writes as `&dynamic_shared_mem[N]` (tile offsets inside
+/// each array are multiples of 32 bytes by the kernels' strides): every `N` must be a multiple of 32.
+fn shared_arrays_aligned(source: &str) {
+    let offsets: Vec<usize> = source
+        .split("&dynamic_shared_mem[")
+        .skip(1)
+        .map(|rest| rest[..rest.find(']').expect("closing bracket")].parse().expect("a byte offset"))
+        .collect();
+    assert!(!offsets.is_empty(), "no shared arrays found in\n{source}");
+    assert!(offsets.iter().all(|o| o % 32 == 0), "shared arrays at byte offsets {offsets:?}: not all 32-byte aligned");
 }

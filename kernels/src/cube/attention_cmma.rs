@@ -61,8 +61,8 @@ pub fn shared_bytes(d: usize, elem: usize, planes: usize) -> usize {
     let (block_q, units) = (planes * ROWS_PER_PLANE, planes * PLANE);
     // Q, K, V tiles and P in the input dtype.
     let half = (block_q + 2 * BLOCK_K) * ld_half(d) + block_q * ld_half(BLOCK_K);
-    // S and O in f32; per-row correction and sum; two partials per unit; the rescale flag.
-    let f32s = block_q * ld_f32(BLOCK_K) + block_q * ld_f32(d) + 2 * block_q + 2 * units + 1;
+    // S and O in f32; per-row correction and sum; two partials per unit; the rescale flag (8 words).
+    let f32s = block_q * ld_f32(BLOCK_K) + block_q * ld_f32(d) + 2 * block_q + 2 * units + 8;
     half * elem + f32s * 4
 }
 
@@ -141,7 +141,9 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
     let mut ls = SharedMemory::<f32>::new(block_q);
     let mut part_max = SharedMemory::<f32>::new(units);
     let mut part_sum = SharedMemory::<f32>::new(units);
-    let mut rescale = SharedMemory::<u32>::new(1usize);
+    // 8 entries, one used: CubeCL packs the shared arrays one after another, and `cmma` wants every
+    // tile pointer 32-byte aligned, so every array here is a multiple of 32 bytes long.
+    let mut rescale = SharedMemory::<u32>::new(8usize);
 
     // Q tile (zero past tq) and a zero output (the accumulator when emulating).
     let qb = b * q.stride(0) + h * q.stride(1);
