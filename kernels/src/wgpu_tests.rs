@@ -149,6 +149,11 @@ fn cmma_kernels_generate_cuda_source() {
     let planes = crate::cube::attention_cmma::PLANES;
     let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, planes as u32)).address_type(AddressType::U32);
     let dtypes: [StorageType; 2] = [ElemType::Float(FloatKind::BF16).into(), ElemType::Int(IntKind::I32).into()];
+    let cuda = |definition| {
+        let mut compiler = cubecl::cuda::CudaCompiler::default();
+        let options = Default::default();
+        compiler.compile(definition, &options, ExecutionMode::Checked, AddressType::U32.unsigned_type()).expect("CUDA code generation").to_string()
+    };
     for causal in [false, true] {
         let kernel = crate::cube::attention_cmma::flash_fwd_cmma_kernel::FlashFwdCmmaKernel::<WgpuRuntime>::new(
             settings.clone(),
@@ -168,24 +173,13 @@ fn cmma_kernels_generate_cuda_source() {
             false,
             dtypes,
         );
-        let definition = kernel.define();
-        let mut compiler = cubecl::cuda::CudaCompiler::default();
-        let options = Default::default();
-        let source = compiler
-            .compile(definition, &options, ExecutionMode::Checked, AddressType::U32.unsigned_type())
-            .expect("CUDA code generation")
-            .to_string();
+        let source = cuda(kernel.define());
         assert!(source.contains("mma_sync") && source.contains("store_matrix_sync"), "causal={causal}: no WMMA calls in\n{source}");
         shared_arrays_aligned(&source);
     }
     // The backward kernels likewise (dQ: 8 tensors, dK/dV: 9; then scale and q_offset).
     use crate::cube::attention_cmma_bwd::{flash_dkv_cmma_kernel::FlashDkvCmmaKernel, flash_dq_cmma_kernel::FlashDqCmmaKernel};
     let t = || TensorCompilationArg { inplace: None };
-    let cuda = |definition| {
-        let mut compiler = cubecl::cuda::CudaCompiler::default();
-        let options = Default::default();
-        compiler.compile(definition, &options, ExecutionMode::Checked, AddressType::U32.unsigned_type()).expect("CUDA code generation").to_string()
-    };
     let dq = FlashDqCmmaKernel::<WgpuRuntime>::new(settings.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), true, 128, planes, 64, false, dtypes);
     let source = cuda(dq.define());
     shared_arrays_aligned(&source);

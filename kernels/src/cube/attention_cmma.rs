@@ -28,8 +28,8 @@
 //! `cmma`): same masking, same `lse`, and `lse = f32::MAX` with a zero output for rows that see no
 //! key.
 
-use super::attention_kernels::key_range;
-use super::cmma_tiles::{ab_acc_16xn, abt_16xn, load_acc, store_acc, zero_acc};
+use super::attention_kernels::{key_range, visible_end};
+use super::cmma_tiles::{ab_acc_16xn, abt_16xn, load_acc, stage_rows, store_acc, zero_acc, zero_rows};
 use cubecl::prelude::*;
 
 /// Query rows per plane (the `cmma` M dimension).
@@ -78,20 +78,20 @@ pub fn emulation_planes(d: usize, elem: usize, max_shared: usize) -> Option<usiz
 
 /// Loop passes one unit of the emulated kernel makes at most (see `attention_kernels` on Mesa's
 /// per-invocation loop limit; the `cmma` kernel's tile products are unrolled and it never runs
-/// on lavapipe): per key tile, the staging loop, the emulated `S` (32 elements per unit, `d` each)
+/// on lavapipe): per key tile, the two staging loops, the emulated `S` (32 elements per unit, `d` each)
 /// and `P V` (`16·d/32` elements, 64 each), the two softmax loops, the rescale check and scaling.
 pub fn emulated_loop_iterations(tk: usize, d: usize, planes: usize) -> usize {
     let (block_q, units) = (planes * ROWS_PER_PLANE, planes * PLANE);
     let o_elems = (ROWS_PER_PLANE * d).div_ceil(PLANE);
     let tile = 1
-        + ((BLOCK_K * d).div_ceil(units) + 1)
+        + 2 * ((BLOCK_K * d).div_ceil(units) + 1)
         + (ROWS_PER_PLANE * BLOCK_K / PLANE) * (d + 1)
         + 1
         + 2 * (BLOCK_K / 2 + 1)
         + (o_elems + 1)
         + o_elems * (BLOCK_K + 1)
         + 1;
-    tk.div_ceil(BLOCK_K) * tile + 2 * ((block_q * d).div_ceil(units) + 1) + 1
+    tk.div_ceil(BLOCK_K) * tile + 3 * ((block_q * d).div_ceil(units) + 1) + 1
 }
 
 /// Forward: cube (query tile of `16·planes` rows, head, batch); out `[B, H, Tq, D]` and lse
@@ -147,18 +147,8 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
 
     // Q tile (zero past tq) and a zero output (the accumulator when emulating).
     let qb = b * q.stride(0) + h * q.stride(1);
-    let mut idx = tid;
-    while idx < block_q * head_dim {
-        let r = idx / head_dim;
-        let d = idx % head_dim;
-        let mut x = F::new(0.0);
-        if first_row + r < tq {
-            x = q[qb + (first_row + r) * q.stride(2) + d * q.stride(3)];
-        }
-        qs[r * dl + d] = x;
-        os[r * ol + d] = f32::new(0.0);
-        idx += units;
-    }
+    stage_rows::<F>(q, qb, first_row, tq, &mut qs, block_q, dl, head_dim, units);
+    zero_rows(&mut os, block_q, ol, head_dim, units);
 
     let (start, end) = key_range(first_row, block_q, tq, tk, pad_b, q_offset, BLOCK_K, causal);
 
@@ -170,13 +160,7 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
     let row = first_row + r_loc;
     let row_ok = row < tq;
     // Keys visible to the row: [pad_b, hi).
-    let mut hi = tk;
-    if causal {
-        let last = q_offset + row + 1;
-        if last < hi {
-            hi = last;
-        }
-    }
+    let hi = visible_end(row, tk, q_offset, causal);
     let lowest = f32::min_value();
     let mut m = lowest;
     let mut l = f32::new(0.0);
@@ -199,20 +183,8 @@ pub fn flash_fwd_cmma_kernel<F: Float, I: Numeric>(
         if tid == 0 {
             rescale[0] = 0;
         }
-        let mut i = tid;
-        while i < BLOCK_K * head_dim {
-            let r = i / head_dim;
-            let d = i % head_dim;
-            let mut kx = F::new(0.0);
-            let mut vx = F::new(0.0);
-            if kt + r < tk {
-                kx = k[kb + (kt + r) * k.stride(2) + d * k.stride(3)];
-                vx = v[vb + (kt + r) * v.stride(2) + d * v.stride(3)];
-            }
-            ks[r * dl + d] = kx;
-            vs[r * dl + d] = vx;
-            i += units;
-        }
+        stage_rows::<F>(k, kb, kt, tk, &mut ks, BLOCK_K, dl, head_dim, units);
+        stage_rows::<F>(v, vb, kt, tk, &mut vs, BLOCK_K, dl, head_dim, units);
         sync_cube();
 
         // 2. S = Q Kᵀ for this plane's 16 rows: [16, D] × [D, 64].

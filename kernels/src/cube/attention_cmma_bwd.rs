@@ -16,7 +16,8 @@
 
 use super::attention_cmma::{PLANE, ROWS_PER_PLANE, ld_f32, ld_half};
 use super::attention_kernels::key_range;
-use super::cmma_tiles::{ab_acc_16xn, abt_16xn, store_acc, zero_acc};
+use super::attention_kernels::visible_end;
+use super::cmma_tiles::{ab_acc_16xn, abt_16xn, stage_rows, store_acc, zero_acc, zero_rows};
 use cubecl::prelude::*;
 
 /// Shared memory of [`flash_dq_cmma_kernel`] in bytes (`tile` keys per step).
@@ -53,35 +54,6 @@ pub fn emulated_bwd_loop_iterations(tq: usize, tk: usize, d: usize, planes: usiz
     let dq = tk.div_ceil(tile) * step(1) + edges;
     let dkv = groups * (1 + tq.div_ceil(tile) * (step(2) + 1)) + edges;
     dq.max(dkv)
-}
-
-/// Copies rows `first..first + rows` of the `[.., T, D]` tensor slice at `base` into `sh` (row
-/// stride `ld`, input dtype), zero past `t`; all `units` units of the cube take part.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn stage_rows<F: Float>(
-    src: &Tensor<F>,
-    base: usize,
-    first: usize,
-    t: usize,
-    sh: &mut SharedMemory<F>,
-    #[comptime] rows: usize,
-    #[comptime] ld: usize,
-    #[comptime] head_dim: usize,
-    #[comptime] units: usize,
-) {
-    let tid = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
-    let mut i = tid;
-    while i < rows * head_dim {
-        let r = i / head_dim;
-        let d = i % head_dim;
-        let mut x = F::new(0.0);
-        if first + r < t {
-            x = src[base + (first + r) * src.stride(2) + d * src.stride(3)];
-        }
-        sh[r * ld + d] = x;
-        i += units;
-    }
 }
 
 /// dQ: cube (`16·planes` query rows, head, batch); dq `[B, H, Tq, D]` contiguous; lse and delta
@@ -138,24 +110,14 @@ pub fn flash_dq_cmma_kernel<F: Float, I: Numeric>(
     let ob = b * dout.stride(0) + h * dout.stride(1);
     stage_rows::<F>(q, qb, first_row, tq, &mut qs, rows, dl, head_dim, units);
     stage_rows::<F>(dout, ob, first_row, tq, &mut dos, rows, dl, head_dim, units);
-    let mut i = tid;
-    while i < rows * head_dim {
-        os[(i / head_dim) * ol + i % head_dim] = f32::new(0.0);
-        i += units;
-    }
+    zero_rows(&mut os, rows, ol, head_dim, units);
 
     // Two units per row, as in the forward.
     let r_loc = tid / 2;
     let half = tid % 2;
     let row = first_row + r_loc;
     let row_ok = row < tq;
-    let mut hi = tk;
-    if causal {
-        let last = q_offset + row + 1;
-        if last < hi {
-            hi = last;
-        }
-    }
+    let hi = visible_end(row, tk, q_offset, causal);
     let mut lse_r = f32::max_value();
     let mut delta_r = f32::new(0.0);
     if row_ok {
@@ -273,13 +235,8 @@ pub fn flash_dkv_cmma_kernel<F: Float, I: Numeric>(
     let vb = b * v.stride(0) + kvh * v.stride(1);
     stage_rows::<F>(k, kb, first_key, tk, &mut ks, rows, dl, head_dim, units);
     stage_rows::<F>(v, vb, first_key, tk, &mut vs, rows, dl, head_dim, units);
-    let mut i = tid;
-    while i < rows * head_dim {
-        let oi = (i / head_dim) * ol + i % head_dim;
-        osk[oi] = f32::new(0.0);
-        osv[oi] = f32::new(0.0);
-        i += units;
-    }
+    zero_rows(&mut osk, rows, ol, head_dim, units);
+    zero_rows(&mut osv, rows, ol, head_dim, units);
 
     // Two units per key row.
     let r_loc = tid / 2;

@@ -71,6 +71,19 @@ pub(crate) fn visible(key: usize, row: usize, tk: usize, pad: usize, q_offset: u
     ok
 }
 
+/// End of the keys visible to query `row`: they are `pad..visible_end` (see [`visible`]).
+#[cube]
+pub(crate) fn visible_end(row: usize, tk: usize, q_offset: usize, #[comptime] causal: bool) -> usize {
+    let mut end = tk;
+    if causal {
+        let last = q_offset + row + 1;
+        if last < end {
+            end = last;
+        }
+    }
+    end
+}
+
 /// Copies rows `first..first + rows` of the `[.., T, D]` slice at `base` into `sh` as f32, zero
 /// past `t`. All [`UNITS`] units of the cube take part; the loop is unrolled (see the module doc).
 #[cube]

@@ -1,10 +1,50 @@
 //! The two tile products of the tensor-core attention kernels, for one plane of 32 units and 16
 //! rows, on tiles in shared memory: through CubeCL's `cmma` (16×16×16, input dtype → f32), or,
 //! with `emulate`, as scalar code on the same tiles (so the kernels' logic runs on devices without
-//! tensor cores; see [`super::attention_cmma`]).
+//! tensor cores; see [`super::attention_cmma`]); and the staging of rows into shared tiles.
 
 use super::attention_cmma::PLANE;
 use cubecl::prelude::*;
+
+/// Copies rows `first..first + rows` of the `[.., T, D]` tensor slice at `base` into `sh` (row
+/// stride `ld`, input dtype), zero past `t`; all `units` units of the cube take part.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn stage_rows<F: Float>(
+    src: &Tensor<F>,
+    base: usize,
+    first: usize,
+    t: usize,
+    sh: &mut SharedMemory<F>,
+    #[comptime] rows: usize,
+    #[comptime] ld: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] units: usize,
+) {
+    let tid = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
+    let mut i = tid;
+    while i < rows * head_dim {
+        let r = i / head_dim;
+        let d = i % head_dim;
+        let mut x = F::new(0.0);
+        if first + r < t {
+            x = src[base + (first + r) * src.stride(2) + d * src.stride(3)];
+        }
+        sh[r * ld + d] = x;
+        i += units;
+    }
+}
+
+/// Zeroes the first `head_dim` columns of `rows` f32 rows of `sh` (row stride `ld`); all `units`
+/// units of the cube take part.
+#[cube]
+pub fn zero_rows(sh: &mut SharedMemory<f32>, #[comptime] rows: usize, #[comptime] ld: usize, #[comptime] head_dim: usize, #[comptime] units: usize) {
+    let mut i = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
+    while i < rows * head_dim {
+        sh[(i / head_dim) * ld + i % head_dim] = f32::new(0.0);
+        i += units;
+    }
+}
 
 /// `dst[16, n] = a[16, D] · b[n, D]ᵀ` in f32 (`S = Q Kᵀ` and its kin): `a`'s rows at `a_off`,
 /// `b`'s at `b_off`, both with row stride `ld` (elements); `dst`'s rows at `dst_off`, stride `ldd`.
