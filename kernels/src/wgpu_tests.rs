@@ -125,6 +125,25 @@ fn flash_attention_kernels_match_reference() {
         eprintln!("attention, emulated cmma kernels (forward: {planes:?} planes) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?}");
         assert!(e.iter().all(|x| *x < tol), "emulated cmma {c:?} {dtype:?}: {e:?}");
     }
+    // The register-tile forward (manual MMA) with its products and quad reductions emulated: the
+    // fragment layouts, P taken from S's accumulators as an A fragment, the masking, the online
+    // softmax on registers, the quad row sums; head dims 16, 32 and 64 (1, 2 and 4 steps of 16).
+    use crate::cube::attention_mma;
+    set_forward_kernel(ForwardKernel::MmaEmulated);
+    let emulated = [
+        (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4),
+        (case(7, 1, 5, 40, 32, true, 35, None), FloatDType::F32, 1e-4),
+        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4),
+        (rising(case(3, 3, 150, 150, 64, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2),
+    ];
+    for (c, dtype, tol) in emulated {
+        let elem = if dtype == FloatDType::F32 { 4 } else { 2 };
+        let planes = attention_mma::emulation_planes(c.head_dim, elem, max_shared);
+        assert!(planes.is_some(), "{c:?} {dtype:?}: no plane count fits {max_shared} bytes of shared memory");
+        let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, dtype, &dev);
+        eprintln!("attention, emulated mma forward ({planes:?} planes) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?}");
+        assert!(e.iter().all(|x| *x < tol), "emulated mma {c:?} {dtype:?}: {e:?}");
+    }
     set_forward_kernel(ForwardKernel::Auto);
     // The default backward (closed-form reference from burn ops).
     crate::attention_ops::set_backward_kernel(false);
@@ -188,6 +207,46 @@ fn cmma_kernels_generate_cuda_source() {
     let source = cuda(dkv.define());
     shared_arrays_aligned(&source);
     assert_eq!(source.matches("mma_sync").count(), 8 * 4 * 2 + 2 * 4 * 8, "dK/dV: 2 × Sᵀ-like and 2 × accumulating products per tile");
+}
+
+/// The register-tile forward as CUDA source (as [`cmma_kernels_generate_cuda_source`]): with
+/// `ldmatrix`, every fragment comes from `ldmatrix` (Q: one per 16 columns; K, V: one per pair of
+/// 8-row/column blocks per 16-wide step), and each 64-key tile makes 2 × 4 × 8 `mma.sync` calls
+/// for S and as many for `P V` at head dim 128; without it, no `ldmatrix`.
+#[test]
+fn mma_kernel_generates_cuda_source() {
+    use cubecl::Runtime;
+    use cubecl::prelude::{AddressType, CubeDim, CubeKernel, ExecutionMode, KernelSettings, StorageType, TensorCompilationArg};
+    use cubecl::ir::{ElemType, FloatKind, IntKind};
+    use cubecl::Compiler;
+    use crate::cube::attention_mma::{PLANES, flash_fwd_mma_kernel::FlashFwdMmaKernel};
+    let Some(dev) = device() else { return };
+    let client = WgpuRuntime::client(&dev);
+    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32)).address_type(AddressType::U32);
+    let dtypes: [StorageType; 2] = [ElemType::Float(FloatKind::BF16).into(), ElemType::Int(IntKind::I32).into()];
+    let t = || TensorCompilationArg { inplace: None };
+    for (causal, ldmatrix) in [(true, true), (false, true), (true, false)] {
+        let kernel = FlashFwdMmaKernel::<WgpuRuntime>::new(settings.clone(), client.clone(), t(), t(), t(), t(), t(), t(), (), (), causal, 128, PLANES, ldmatrix, false, dtypes);
+        let mut compiler = cubecl::cuda::CudaCompiler::default();
+        let source = compiler
+            .compile(kernel.define(), &Default::default(), ExecutionMode::Checked, AddressType::U32.unsigned_type())
+            .expect("CUDA code generation")
+            .to_string();
+        if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {
+            eprintln!("{source}");
+        }
+        shared_arrays_aligned(&source);
+        // Each helper is defined once, then called.
+        let calls = |name: &str| source.matches(name).count().saturating_sub(1);
+        assert_eq!(calls("__mma_m16n8k16___nv_bfloat16___nv_bfloat16_float("), 2 * 4 * 8 + 2 * 4 * 8, "causal={causal} ldmatrix={ldmatrix}: mma.sync calls");
+        if ldmatrix {
+            assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x("), 8 + 4 * 8, "causal={causal}: ldmatrix (Q, K)");
+            assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x_trans("), 4 * 8, "causal={causal}: ldmatrix.trans (V)");
+        } else {
+            assert!(!source.contains("ldmatrix"), "element reads asked for, ldmatrix generated");
+        }
+        assert!(source.contains("__shfl_xor_sync"), "no quad shuffles");
+    }
 }
 
 /// WMMA loads and stores need 32-byte aligned pointers. CubeCL packs a kernel's shared arrays into

@@ -11,9 +11,11 @@
 
 pub mod attention_cmma;
 pub mod attention_cmma_bwd;
+pub mod attention_mma;
 pub mod cmma_tiles;
 pub mod attention_kernels;
 pub mod logits_kernels;
+pub mod mma_frags;
 
 use crate::KernelBackend;
 use crate::attention_ops::FlashParams;
@@ -101,12 +103,21 @@ pub enum ForwardKernel {
     /// head dims that are multiples of 16: runs the tensor-core kernel's logic where there are no
     /// tensor cores (tests on lavapipe). Slow.
     CmmaEmulated,
+    /// [`attention_mma`] (register tiles, `mma.sync` and `ldmatrix`) where the runtime has the
+    /// 16×8×16 manual MMA, else as [`ForwardKernel::Auto`].
+    Mma,
+    /// [`attention_mma`] with element reads instead of `ldmatrix` (separates a fault of one from
+    /// the other on a GPU).
+    MmaDirect,
+    /// [`attention_mma`] with its products and quad reductions through shared memory, on any
+    /// runtime and dtype (tests on lavapipe). Slow.
+    MmaEmulated,
 }
 
 static FORWARD_KERNEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// The forward kernel choice: [`set_forward_kernel`]'s, else `MLAGENT_ATTENTION` read once
-/// (`portable`, `cmma-emulated`; anything else or unset: auto).
+/// (`portable`, `cmma-emulated`, `mma`, `mma-direct`, `mma-emulated`; anything else or unset: auto).
 pub fn forward_kernel() -> ForwardKernel {
     use std::sync::atomic::Ordering;
     let code = match FORWARD_KERNEL.load(Ordering::Relaxed) {
@@ -114,6 +125,9 @@ pub fn forward_kernel() -> ForwardKernel {
             let code = match std::env::var("MLAGENT_ATTENTION").as_deref() {
                 Ok("portable") => 2,
                 Ok("cmma-emulated") => 3,
+                Ok("mma") => 4,
+                Ok("mma-direct") => 5,
+                Ok("mma-emulated") => 6,
                 _ => 1,
             };
             let _ = FORWARD_KERNEL.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
@@ -124,6 +138,9 @@ pub fn forward_kernel() -> ForwardKernel {
     match code {
         2 => ForwardKernel::Portable,
         3 => ForwardKernel::CmmaEmulated,
+        4 => ForwardKernel::Mma,
+        5 => ForwardKernel::MmaDirect,
+        6 => ForwardKernel::MmaEmulated,
         _ => ForwardKernel::Auto,
     }
 }
@@ -134,6 +151,9 @@ pub fn set_forward_kernel(k: ForwardKernel) {
         ForwardKernel::Auto => 1,
         ForwardKernel::Portable => 2,
         ForwardKernel::CmmaEmulated => 3,
+        ForwardKernel::Mma => 4,
+        ForwardKernel::MmaDirect => 5,
+        ForwardKernel::MmaEmulated => 6,
     };
     FORWARD_KERNEL.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -184,19 +204,89 @@ fn cmma_backward<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<(usize, 
             [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)].into_iter().find(|&(p, t)| fits(p, t)).map(|(p, t)| (p, t, true))
         }
         ForwardKernel::CmmaEmulated => None,
+        // The register-tile forward has no backward of its own: the tensor-core one where it runs.
+        ForwardKernel::Mma | ForwardKernel::MmaDirect => {
+            (cmma_supported(q, d) && fits(attention_cmma::PLANES, 64)).then_some((attention_cmma::PLANES, 64, false))
+        }
+        ForwardKernel::MmaEmulated => None,
     }
 }
 
-/// How the forward runs: `Some((planes, emulate))` for [`attention_cmma`], `None` for the portable
-/// kernel. Emulation takes the most planes (≤ 4) whose tiles fit the device's shared memory.
-fn cmma_forward<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<(usize, bool)> {
+/// Whether the register-tile forward ([`attention_mma`]) serves these inputs: f16/bf16, a head dim
+/// that is a multiple of 16 (at most [`attention_mma::MAX_HEAD_DIM`]), a runtime with the manual
+/// 16×8×16 MMA for that dtype into f32, 32-wide planes, and shared memory for
+/// [`attention_mma::PLANES`] planes.
+fn mma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
+    use cubecl::features::MmaConfig;
+    use cubecl::ir::{ElemType, FloatKind, StorageType};
+    let elem: StorageType = match q.dtype {
+        DType::F16 => ElemType::Float(FloatKind::F16).into(),
+        DType::BF16 => ElemType::Float(FloatKind::BF16).into(),
+        _ => return false,
+    };
+    if !d.is_multiple_of(16) || d > attention_mma::MAX_HEAD_DIM {
+        return false;
+    }
+    let props = q.client.properties();
+    let hw = &props.hardware;
+    let f32_ty: StorageType = ElemType::Float(FloatKind::F32).into();
+    let mma = MmaConfig { a_type: elem, b_type: elem, cd_type: f32_ty, m: 16, n: 8, k: 16 };
+    props.features.matmul.mma.contains(&mma)
+        && hw.plane_size_min == mma_frags::PLANE as u32
+        && hw.plane_size_max == mma_frags::PLANE as u32
+        && attention_mma::shared_bytes(d, q.dtype.size(), attention_mma::PLANES, false) <= hw.max_shared_memory_size
+}
+
+/// The forward kernel the last attention forward in this process ran (0: none yet); see
+/// [`last_forward_kernel`].
+static LAST_FORWARD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The kernel the last attention forward on a CubeCL device ran: `portable`, `cmma`,
+/// `cmma-emulated`, `mma`, `mma-direct`, `mma-emulated`, or `plain-ops` (past a software adapter's
+/// loop limit); `None` before any. For reports (`mlagent kernels check/bench`), since a requested
+/// kernel falls back to another where the device cannot run it.
+pub fn last_forward_kernel() -> Option<&'static str> {
+    const NAMES: [&str; 7] = ["portable", "cmma", "cmma-emulated", "mma", "mma-direct", "mma-emulated", "plain-ops"];
+    NAMES.get((LAST_FORWARD.load(std::sync::atomic::Ordering::Relaxed) as usize).checked_sub(1)?).copied()
+}
+
+fn record_forward(plan: Option<Forward>) {
+    let code = match plan {
+        Some(Forward::Portable) => 1,
+        Some(Forward::Cmma(_, false)) => 2,
+        Some(Forward::Cmma(_, true)) => 3,
+        Some(Forward::Mma(_, true, _)) => 4,
+        Some(Forward::Mma(_, false, false)) => 5,
+        Some(Forward::Mma(_, false, true)) => 6,
+        None => 7,
+    };
+    LAST_FORWARD.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Which forward kernel runs, with its launch settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forward {
+    Portable,
+    /// [`attention_cmma`]: planes, emulate.
+    Cmma(usize, bool),
+    /// [`attention_mma`]: planes, ldmatrix, emulate.
+    Mma(usize, bool, bool),
+}
+
+/// How the forward runs for these inputs under [`forward_kernel`]. Emulation takes the most planes
+/// (≤ 4) whose tiles fit the device's shared memory.
+fn forward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Forward {
+    let max = q.client.properties().hardware.max_shared_memory_size;
+    let auto = || if cmma_attention_ok(q, d) { Forward::Cmma(attention_cmma::PLANES, false) } else { Forward::Portable };
     match forward_kernel() {
-        ForwardKernel::Portable => None,
-        ForwardKernel::Auto => cmma_attention_ok(q, d).then_some((attention_cmma::PLANES, false)),
-        ForwardKernel::CmmaEmulated => {
-            let max = q.client.properties().hardware.max_shared_memory_size;
-            attention_cmma::emulation_planes(d, q.dtype.size(), max).map(|p| (p, true))
+        ForwardKernel::Portable => Forward::Portable,
+        ForwardKernel::Auto => auto(),
+        ForwardKernel::CmmaEmulated => attention_cmma::emulation_planes(d, q.dtype.size(), max).map_or(Forward::Portable, |p| Forward::Cmma(p, true)),
+        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma_attention_ok(q, d) => {
+            Forward::Mma(attention_mma::PLANES, forward_kernel() == ForwardKernel::Mma, false)
         }
+        ForwardKernel::Mma | ForwardKernel::MmaDirect => auto(),
+        ForwardKernel::MmaEmulated => attention_mma::emulation_planes(d, q.dtype.size(), max).map_or(Forward::Portable, |p| Forward::Mma(p, false, true)),
     }
 }
 
@@ -376,19 +466,45 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             return (out, lse);
         }
         let tk = k.meta.shape().dims::<4>()[2];
-        let cmma = cmma_forward(&q, d);
-        let passes = match cmma {
-            Some((planes, true)) => attention_cmma::emulated_loop_iterations(tk, d, planes),
+        let plan = forward_plan(&q, d);
+        let passes = match plan {
+            Forward::Cmma(planes, true) => attention_cmma::emulated_loop_iterations(tk, d, planes),
+            Forward::Mma(planes, _, _) => attention_mma::loop_iterations(tk, d, planes),
             // The tensor-core kernel runs only on GPUs (no loop limit); the count is for the portable one.
             _ => attention_kernels::fwd_loop_iterations(tk, d, tile_rows(d, 64)),
         };
         if !within_loop_limit(&q, passes, "attention forward") {
+            record_forward(None);
             return crate::attention_ops::flash_fwd_reference::<Self>(q, k, v, pad, p);
         }
+        record_forward(Some(plan));
         let client = q.client.clone();
         let address_type = addr(&[&q, &k, &v, &out]);
         let dtypes = [q.dtype.into(), pad.dtype.into()];
-        if let Some((planes, emulate)) = cmma {
+        if let Forward::Mma(planes, ldmatrix, emulate) = plan {
+            attention_mma::flash_fwd_mma_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(tq.div_ceil(planes * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
+                CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32),
+                address_type,
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                pad.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                p.scale,
+                p.q_offset,
+                p.causal,
+                d,
+                planes,
+                ldmatrix,
+                emulate,
+                dtypes,
+            );
+            return (out, lse);
+        }
+        if let Forward::Cmma(planes, emulate) = plan {
             attention_cmma::flash_fwd_cmma_kernel::launch::<R>(
                 &client,
                 CubeCount::Static(tq.div_ceil(planes * attention_cmma::ROWS_PER_PLANE) as u32, h as u32, b as u32),

@@ -35,7 +35,9 @@ enum What {
     /// targets anywhere in the vocabulary, masks with zeros, advantages of both signs and ratios
     /// on both sides of the clip range. Each error is ‖ours − ref‖ / ‖ref‖. The attention backward
     /// checked is the kernels' (training uses the closed-form reference by default; see
-    /// MLAGENT_ATTENTION_BWD in the README).
+    /// MLAGENT_ATTENTION_BWD in the README). MLAGENT_ATTENTION=portable|mma|mma-direct|
+    /// mma-emulated|cmma-emulated picks the forward kernel (default: tensor-core cmma where the
+    /// device has it, else portable); the one that ran is named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
@@ -316,17 +318,29 @@ fn check(a: CheckArgs) -> Result<()> {
     }
     let (format, device, dtype) = (a.format, a.device, a.dtype);
     let report = on_device(device, CheckTask(a))?;
+    let kernel = forward_kernel_note();
     if format == Format::Text {
-        println!("device {device}, dtype {dtype:?}; relative errors against the float64 CPU reference");
+        println!("device {device}, dtype {dtype:?}{kernel}; relative errors against the float64 CPU reference");
         for (op, keys) in [("attention", &["fwd_rel_err", "dq_rel_err", "dk_rel_err", "dv_rel_err"][..]), ("ppo", &["loss_rel_err", "grad_rel_err"][..])] {
             for k in keys {
                 println!("  {op:<9} {k:<13} {:.3e}", report[op][k].as_f64().unwrap_or(f64::NAN));
             }
         }
     } else {
+        // The last line stays exactly the report; the kernel goes to stderr.
+        if !kernel.is_empty() {
+            eprintln!("{}", kernel.trim_start_matches(", "));
+        }
         println!("{report}");
     }
     Ok(())
+}
+
+/// ", attention forward kernel: NAME" for the kernel the last attention forward ran on a CubeCL
+/// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it);
+/// empty on the CPU.
+fn forward_kernel_note() -> String {
+    mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}"))
 }
 
 /// Median milliseconds of `repeats` calls of `f` after `warmup` calls, synchronising the device
@@ -558,7 +572,8 @@ fn bench(a: BenchArgs) -> Result<()> {
     };
     let (rows, unit) = on_device(device, BenchTask(a))?;
     let pass = if bwd { "forward+backward" } else { "forward" };
-    println!("{op:?} {pass}, {shape}, device {device}, dtype {dtype:?}");
+    let kernel = if op == Op::Attention { forward_kernel_note() } else { String::new() };
+    println!("{op:?} {pass}, {shape}, device {device}, dtype {dtype:?}{kernel}");
     println!("| {:<26} | {:>10} | {:>10} | {:>9} | {:>11} |", "implementation", "ms", unit, "kept MiB", "peak ≤ MiB");
     println!("|{:-<28}|{:->12}|{:->12}|{:->11}|{:->13}|", "", "", "", "", "");
     for row in &rows {
@@ -584,7 +599,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"op": format!("{op:?}").to_lowercase(), "pass": pass, "shape": shape, "device": device.to_string(),
-                "dtype": format!("{dtype:?}").to_lowercase(), "results": r, "speedup": speedup})
+                "dtype": format!("{dtype:?}").to_lowercase(), "results": r, "speedup": speedup,
+                "attention_forward_kernel": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_kernel).flatten()})
         );
     }
     Ok(())

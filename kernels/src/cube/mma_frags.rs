@@ -1,0 +1,225 @@
+//! Register tiles of PTX `mma.sync.aligned.m16n8k16` (f16/bf16 inputs, f32 accumulators) through
+//! CubeCL's manual MMA (`cmma::MmaDefinition`): fragment loads from shared memory, the product,
+//! and the quad reductions of the accumulators' rows. Unlike the opaque `cmma` fragments of
+//! [`super::cmma_tiles`], every unit knows which elements it holds, so a kernel can run its softmax
+//! on the accumulators in registers (FlashAttention-2's layout, Dao 2023, arXiv 2307.08691).
+//!
+//! Layouts (lane `l` of the 32-unit plane, `g = l / 4`, `t = l % 4`; PTX ISA "Matrix fragments for
+//! mma.m16n8k16", the same formulas as CubeCL's CUDA lowering in `cubecl-cpp/src/cuda/processors.rs`):
+//! - A `[16, 16]`, 4 registers of 2 elements: register `i` holds row `g + 8·(i % 2)`, columns
+//!   `2t + 8·(i / 2)` and the next;
+//! - B `[16, 8]` (K × N), 2 registers: register `i` holds rows `2t + 8i` and `2t + 8i + 1`, column `g`;
+//! - accumulator `[16, 8]` f32, 2 vectors of 2: vector `i` holds row `g + 8i`, columns `2t`, `2t + 1`.
+//!
+//! The accumulator of one 16×8 product and the next (columns 8..16) are, as pairs, exactly the A
+//! fragment of a 16×16 operand: `P = softmax(S)` goes from `S`'s accumulators to `P V`'s A fragment
+//! without leaving registers.
+//!
+//! Loads go through `ldmatrix` (`ldmatrix = true`, CUDA only) or read their elements one by one at
+//! the positions above. With `emulate`, the product and the quad reductions go through shared
+//! scratch ([`SCRATCH`] f32 per plane) with cube-wide barriers, so a kernel built on these runs on
+//! any runtime (lavapipe in CI; its planes are 8 wide, so nothing here relies on the hardware's
+//! plane): the loads, the layouts and everything a kernel does with them are then tested without a
+//! GPU. Every call must be made by all units of the cube in uniform control flow.
+
+use cubecl::cmma::{MatrixIdent, MmaDefinition};
+use cubecl::prelude::*;
+
+/// Units per plane these tiles are laid out for (CUDA's warp).
+pub const PLANE: usize = 32;
+/// f32 scratch per plane when emulating: A `[16, 16]`, B `[16, 8]` and 32 exchange slots.
+pub const SCRATCH: usize = 16 * 16 + 16 * 8 + 32;
+const SCRATCH_B: usize = 16 * 16;
+const SCRATCH_X: usize = 16 * 16 + 16 * 8;
+
+/// f32 scratch a cube of `planes` planes needs (8, never read, when not emulating: CubeCL wants
+/// every shared array non-empty, and 32 bytes keep the arrays after it aligned).
+pub const fn scratch_len(planes: usize, emulate: bool) -> usize {
+    if emulate { planes * SCRATCH } else { 8 }
+}
+
+/// A fragment of the `[16, 16]` block of `sh` whose top-left element is at `off` (row stride `ld`).
+#[cube]
+pub fn load_a<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+    let lane = UNIT_POS_X as usize;
+    let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
+    if comptime!(ldmatrix) {
+        // Matrices 0..4: rows 0..8 / 8..16 of columns 0..8, then of columns 8..16; lane l gives
+        // row l % 8 of matrix l / 8.
+        let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
+        let start = off + (lane % 8 + 8 * ((lane / 8) % 2)) * ld + 8 * (lane / 16);
+        let regs = def.load_matrix::<F, Const<2>>(&sh.slice(start, start + 8), MatrixIdent::A, 4usize, false);
+        #[unroll]
+        for i in 0..4usize {
+            a[i] = regs[i];
+        }
+    } else {
+        let (g, t) = (lane / 4, lane % 4);
+        #[unroll]
+        for i in 0..4usize {
+            let at = off + (g + 8 * (i % 2)) * ld + 2 * t + 8 * (i / 2);
+            let mut r = Vector::<F, Const<2>>::empty();
+            r[0] = sh[at];
+            r[1] = sh[at + 1];
+            a[i] = r;
+        }
+    }
+    a
+}
+
+/// B fragments of `Xᵀ` for two adjacent 8-row blocks of `sh` (`S = Q Kᵀ`: B's column n is row n
+/// of K): the block's rows `0..16` from `off` (stride `ld`), columns `0..16`. Registers 0, 1 are
+/// the fragment for rows `0..8`, registers 2, 3 for rows `8..16`.
+#[cube]
+pub fn load_bt_pair<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+    let lane = UNIT_POS_X as usize;
+    let mut b = Array::<Vector<F, Const<2>>>::new(4usize);
+    if comptime!(ldmatrix) {
+        // Matrices: (rows 0..8, columns 0..8), (0..8, 8..16), (8..16, 0..8), (8..16, 8..16).
+        let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
+        let start = off + (lane % 8 + 8 * (lane / 16)) * ld + 8 * ((lane / 8) % 2);
+        let regs = def.load_matrix::<F, Const<2>>(&sh.slice(start, start + 8), MatrixIdent::B, 4usize, false);
+        #[unroll]
+        for i in 0..4usize {
+            b[i] = regs[i];
+        }
+    } else {
+        let (g, t) = (lane / 4, lane % 4);
+        #[unroll]
+        for i in 0..4usize {
+            // Block i / 2, register i % 2: row g of the block, columns 2t + 8·(i % 2) and the next.
+            let at = off + (8 * (i / 2) + g) * ld + 2 * t + 8 * (i % 2);
+            let mut r = Vector::<F, Const<2>>::empty();
+            r[0] = sh[at];
+            r[1] = sh[at + 1];
+            b[i] = r;
+        }
+    }
+    b
+}
+
+/// B fragments of `X` itself for two adjacent 8-column blocks (`O += P V`: B's column n is column
+/// n of V): rows `0..16` of `sh` from `off` (stride `ld`), columns `0..16`. Registers 0, 1 are
+/// the fragment for columns `0..8`, registers 2, 3 for columns `8..16`.
+#[cube]
+pub fn load_b_pair<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+    let lane = UNIT_POS_X as usize;
+    let mut b = Array::<Vector<F, Const<2>>>::new(4usize);
+    if comptime!(ldmatrix) {
+        // Transposed loads of (rows 0..8, columns 0..8), (8..16, 0..8), (0..8, 8..16), (8..16, 8..16).
+        let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
+        let start = off + (lane % 8 + 8 * ((lane / 8) % 2)) * ld + 8 * (lane / 16);
+        let regs = def.load_matrix::<F, Const<2>>(&sh.slice(start, start + 8), MatrixIdent::B, 4usize, true);
+        #[unroll]
+        for i in 0..4usize {
+            b[i] = regs[i];
+        }
+    } else {
+        let (g, t) = (lane / 4, lane % 4);
+        #[unroll]
+        for i in 0..4usize {
+            // Block i / 2, register i % 2: rows 2t + 8·(i % 2) and the next, column g of the block.
+            let at = off + (2 * t + 8 * (i % 2)) * ld + 8 * (i / 2) + g;
+            let mut r = Vector::<F, Const<2>>::empty();
+            r[0] = sh[at];
+            r[1] = sh[at + ld];
+            b[i] = r;
+        }
+    }
+    b
+}
+
+/// `c[ci..ci + 2] += a · [b0, b1]`: one `[16, 16] × [16, 8]` product into the accumulator held in
+/// vectors `ci`, `ci + 1` of `c`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn mma<F: Float>(
+    a: &Array<Vector<F, Const<2>>>,
+    b0: Vector<F, Const<2>>,
+    b1: Vector<F, Const<2>>,
+    c: &mut Array<Vector<f32, Const<2>>>,
+    #[comptime] ci: usize,
+    scratch: &mut SharedMemory<f32>,
+    #[comptime] emulate: bool,
+) {
+    if comptime!(emulate) {
+        let lane = UNIT_POS_X as usize;
+        let (g, t) = (lane / 4, lane % 4);
+        let base = UNIT_POS_Y as usize * SCRATCH;
+        #[unroll]
+        for i in 0..4usize {
+            let at = base + (g + 8 * (i % 2)) * 16 + 2 * t + 8 * (i / 2);
+            let r = a[i];
+            scratch[at] = f32::cast_from(r[0]);
+            scratch[at + 1] = f32::cast_from(r[1]);
+        }
+        let bb = base + SCRATCH_B + 2 * t * 8 + g;
+        scratch[bb] = f32::cast_from(b0[0]);
+        scratch[bb + 8] = f32::cast_from(b0[1]);
+        scratch[bb + 64] = f32::cast_from(b1[0]);
+        scratch[bb + 72] = f32::cast_from(b1[1]);
+        sync_cube();
+        #[unroll]
+        for i in 0..2usize {
+            let mut r = c[ci + i];
+            #[unroll]
+            for e in 0..2usize {
+                let mut s = f32::new(0.0);
+                #[unroll]
+                for kk in 0..16usize {
+                    s += scratch[base + (g + 8 * i) * 16 + kk] * scratch[base + SCRATCH_B + kk * 8 + 2 * t + e];
+                }
+                r[e] = r[e] + s;
+            }
+            c[ci + i] = r;
+        }
+        sync_cube();
+    } else {
+        let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
+        let mut b = Array::<Vector<F, Const<2>>>::new(2usize);
+        b[0] = b0;
+        b[1] = b1;
+        let mut acc = Array::<Vector<f32, Const<2>>>::new(2usize);
+        acc[0] = c[ci];
+        acc[1] = c[ci + 1];
+        def.execute_inplace(a, &b, &mut acc);
+        c[ci] = acc[0];
+        c[ci + 1] = acc[1];
+    }
+}
+
+/// The maximum of `x` over the quad of units holding the same accumulator rows (lanes `4g..4g+4`).
+#[cube]
+pub fn quad_max(x: f32, scratch: &mut SharedMemory<f32>, #[comptime] emulate: bool) -> f32 {
+    let mut y = x;
+    if comptime!(emulate) {
+        let lane = UNIT_POS_X as usize;
+        let q = UNIT_POS_Y as usize * SCRATCH + SCRATCH_X + lane - lane % 4;
+        scratch[q + lane % 4] = x;
+        sync_cube();
+        y = scratch[q].max(scratch[q + 1]).max(scratch[q + 2].max(scratch[q + 3]));
+        sync_cube();
+    } else {
+        y = y.max(plane_shuffle_xor(y, 1u32));
+        y = y.max(plane_shuffle_xor(y, 2u32));
+    }
+    y
+}
+
+/// The sum of `x` over the quad (see [`quad_max`]); every unit of the quad gets the same value.
+#[cube]
+pub fn quad_sum(x: f32, scratch: &mut SharedMemory<f32>, #[comptime] emulate: bool) -> f32 {
+    let mut y = x;
+    if comptime!(emulate) {
+        let lane = UNIT_POS_X as usize;
+        let q = UNIT_POS_Y as usize * SCRATCH + SCRATCH_X + lane - lane % 4;
+        scratch[q + lane % 4] = x;
+        sync_cube();
+        y = (scratch[q] + scratch[q + 1]) + (scratch[q + 2] + scratch[q + 3]);
+        sync_cube();
+    } else {
+        y += plane_shuffle_xor(y, 1u32);
+        y += plane_shuffle_xor(y, 2u32);
+    }
+    y
+}
