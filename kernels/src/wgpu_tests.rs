@@ -226,7 +226,7 @@ fn mma_kernel_generates_cuda_source() {
     let dtypes: [StorageType; 2] = [ElemType::Float(FloatKind::BF16).into(), ElemType::Int(IntKind::I32).into()];
     let t = || TensorCompilationArg { inplace: None };
     for (causal, ldmatrix) in [(true, true), (false, true), (true, false)] {
-        let kernel = FlashFwdMmaKernel::<WgpuRuntime>::new(settings.clone(), client.clone(), t(), t(), t(), t(), t(), t(), (), (), causal, 128, PLANES, ldmatrix, false, dtypes);
+        let kernel = FlashFwdMmaKernel::<WgpuRuntime>::new(settings.clone(), client.clone(), t(), t(), t(), t(), t(), t(), (), (), 8, causal, 128, PLANES, ldmatrix, false, dtypes);
         let mut compiler = cubecl::cuda::CudaCompiler::default();
         let source = compiler
             .compile(kernel.define(), &Default::default(), ExecutionMode::Checked, AddressType::U32.unsigned_type())

@@ -25,8 +25,7 @@
 //! [`super::mma_frags`]) so that the whole kernel runs on lavapipe in CI.
 
 use super::attention_kernels::{key_range, visible_end};
-use super::cmma_tiles::stage_rows;
-use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma, quad_max, quad_sum, scratch_len};
+use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma, quad_max, quad_sum, scratch_len, stage_rows_vec};
 use cubecl::prelude::*;
 
 /// Query rows per plane (the MMA's M).
@@ -69,13 +68,15 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize) -> usize {
 }
 
 /// Forward: cube (query tile of `16·planes` rows, head, batch); out `[B, H, Tq, D]` and lse
-/// `[B, H, Tq]` contiguous. `head_dim` must be a multiple of 16, at most [`MAX_HEAD_DIM`].
+/// `[B, H, Tq]` contiguous. `head_dim` must be a multiple of 16, at most [`MAX_HEAD_DIM`]; Q, K
+/// and V come as vectors of `N` elements (a divisor of 8): their last dimension contiguous, every
+/// stride a multiple of `N`.
 #[cube(launch, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
-pub fn flash_fwd_mma_kernel<F: Float, I: Numeric>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
+pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
     pad: &Tensor<I>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<f32>,
@@ -100,24 +101,26 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric>(
     let kvh = h / (nh / nkv);
     let pad_b = u32::cast_from(pad[b * pad.stride(0)]) as usize;
     let ld = comptime!(ld_tile(head_dim));
+    // Q, K and V are read and staged `vs` elements at a time (16 bytes on CUDA).
+    let vs = q.vector_size();
     // Head-dim steps of 16 (S's reduction), column blocks of 8 (O's accumulators).
     let nk = comptime!(head_dim / 16);
     let nd = comptime!(head_dim / 8);
 
-    let mut qs = SharedMemory::<F>::new(comptime!(block_q * ld_tile(head_dim)));
-    let mut ks = SharedMemory::<F>::new(comptime!(BLOCK_K * ld_tile(head_dim)));
-    let mut vs = SharedMemory::<F>::new(comptime!(BLOCK_K * ld_tile(head_dim)));
+    let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(block_q * ld_tile(head_dim) / vs));
+    let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
+    let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
     let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
 
     // Q's fragments, once: [16, D] per plane, 4 registers per 16 columns.
     let qb = b * q.stride(0) + h * q.stride(1);
-    stage_rows::<F>(q, qb, first_row, tq, &mut qs, block_q, ld, head_dim, units);
+    stage_rows_vec::<F, N>(q, qb, first_row, tq, &mut qs, block_q, ld, head_dim, vs, units);
     sync_cube();
     let q_off = plane * ROWS_PER_PLANE * ld;
     let mut qa = Array::<Vector<F, Const<2>>>::new(comptime!(4 * (head_dim / 16)));
     #[unroll]
     for kk in 0..nk {
-        let a = load_a::<F>(&qs, q_off + kk * 16, ld, ldmatrix);
+        let a = load_a::<F, N>(&qs, q_off + kk * 16, ld, vs, ldmatrix);
         #[unroll]
         for i in 0..4usize {
             qa[kk * 4 + i] = a[i];
@@ -158,8 +161,8 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric>(
     while kt < end {
         // 1. K and V tiles (the barrier first: the previous tile's fragment loads are done).
         sync_cube();
-        stage_rows::<F>(k, kb, kt, tk, &mut ks, BLOCK_K, ld, head_dim, units);
-        stage_rows::<F>(v, vb, kt, tk, &mut vs, BLOCK_K, ld, head_dim, units);
+        stage_rows_vec::<F, N>(k, kb, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
+        stage_rows_vec::<F, N>(v, vb, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
         sync_cube();
 
         // 2. S = Q Kᵀ: key block j (8 keys) in vectors 2j, 2j + 1.
@@ -172,7 +175,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric>(
         for jp in 0..comptime!(BLOCK_K / 16) {
             #[unroll]
             for kk in 0..nk {
-                let kf = load_bt_pair::<F>(&ks, jp * 16 * ld + kk * 16, ld, ldmatrix);
+                let kf = load_bt_pair::<F, N>(&ks, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
                 let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
                 #[unroll]
                 for i in 0..4usize {
@@ -240,7 +243,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric>(
             }
             #[unroll]
             for dp in 0..comptime!(head_dim / 16) {
-                let vf = load_b_pair::<F>(&vs, kk * 16 * ld + dp * 16, ld, ldmatrix);
+                let vf = load_b_pair::<F, N>(&vt, kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
                 mma::<F>(&pa, vf[0], vf[1], &mut o, comptime!(dp * 4), &mut xs, emulate);
                 mma::<F>(&pa, vf[2], vf[3], &mut o, comptime!(dp * 4 + 2), &mut xs, emulate);
             }

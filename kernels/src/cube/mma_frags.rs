@@ -25,6 +25,39 @@
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::prelude::*;
 
+/// Copies rows `first..first + rows` of the `[.., T, D]` tensor slice at element offset `base`
+/// into `sh` (row stride `ld` elements), zero past `t`, a vector of `vs` elements at a time; the
+/// tensor's last dimension is contiguous and every stride a multiple of `vs`. All `units` units of
+/// the cube take part.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn stage_rows_vec<F: Float, N: Size>(
+    src: &Tensor<Vector<F, N>>,
+    base: usize,
+    first: usize,
+    t: usize,
+    sh: &mut SharedMemory<Vector<F, N>>,
+    #[comptime] rows: usize,
+    #[comptime] ld: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] vs: usize,
+    #[comptime] units: usize,
+) {
+    let vd = comptime!(head_dim / vs);
+    let ldv = comptime!(ld / vs);
+    let mut i = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
+    while i < rows * vd {
+        let r = i / vd;
+        let c = i % vd;
+        let mut x = Vector::<F, N>::new(F::new(0.0));
+        if first + r < t {
+            x = src[(base + (first + r) * src.stride(2)) / vs + c];
+        }
+        sh[r * ldv + c] = x;
+        i += units;
+    }
+}
+
 /// Units per plane these tiles are laid out for (CUDA's warp).
 pub const PLANE: usize = 32;
 /// f32 scratch per plane when emulating: A `[16, 16]`, B `[16, 8]` and 32 exchange slots.
@@ -38,9 +71,25 @@ pub const fn scratch_len(planes: usize, emulate: bool) -> usize {
     if emulate { planes * SCRATCH } else { 8 }
 }
 
-/// A fragment of the `[16, 16]` block of `sh` whose top-left element is at `off` (row stride `ld`).
+/// Element `e` of a shared tile held as vectors of `vs` elements.
 #[cube]
-pub fn load_a<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+fn elem<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, e: usize, #[comptime] vs: usize) -> F {
+    let v = sh[e / vs];
+    v[e % vs]
+}
+
+/// `vs` consecutive elements of a tile row from `start` (a multiple of 8 elements) as the slice
+/// `ldmatrix` reads its 16-byte row from.
+#[cube]
+fn row_slice<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, start: usize, #[comptime] vs: usize) -> Slice<Vector<F, N>> {
+    let sv = start / vs;
+    sh.slice(sv, sv + comptime!(8 / vs))
+}
+
+/// A fragment of the `[16, 16]` block of `sh` whose top-left element is at `off` (row stride `ld`;
+/// offsets and strides count elements, `sh` holds vectors of `vs`, which divides 8).
+#[cube]
+pub fn load_a<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usize, #[comptime] ld: usize, #[comptime] vs: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
     let lane = UNIT_POS_X as usize;
     let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
     if comptime!(ldmatrix) {
@@ -48,7 +97,7 @@ pub fn load_a<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize,
         // row l % 8 of matrix l / 8.
         let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
         let start = off + (lane % 8 + 8 * ((lane / 8) % 2)) * ld + 8 * (lane / 16);
-        let regs = def.load_matrix::<F, Const<2>>(&sh.slice(start, start + 8), MatrixIdent::A, 4usize, false);
+        let regs = def.load_matrix::<Vector<F, N>, Const<2>>(&row_slice::<F, N>(sh, start, vs), MatrixIdent::A, 4usize, false);
         #[unroll]
         for i in 0..4usize {
             a[i] = regs[i];
@@ -59,8 +108,8 @@ pub fn load_a<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize,
         for i in 0..4usize {
             let at = off + (g + 8 * (i % 2)) * ld + 2 * t + 8 * (i / 2);
             let mut r = Vector::<F, Const<2>>::empty();
-            r[0] = sh[at];
-            r[1] = sh[at + 1];
+            r[0] = elem::<F, N>(sh, at, vs);
+            r[1] = elem::<F, N>(sh, at + 1, vs);
             a[i] = r;
         }
     }
@@ -71,14 +120,14 @@ pub fn load_a<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize,
 /// of K): the block's rows `0..16` from `off` (stride `ld`), columns `0..16`. Registers 0, 1 are
 /// the fragment for rows `0..8`, registers 2, 3 for rows `8..16`.
 #[cube]
-pub fn load_bt_pair<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+pub fn load_bt_pair<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usize, #[comptime] ld: usize, #[comptime] vs: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
     let lane = UNIT_POS_X as usize;
     let mut b = Array::<Vector<F, Const<2>>>::new(4usize);
     if comptime!(ldmatrix) {
         // Matrices: (rows 0..8, columns 0..8), (0..8, 8..16), (8..16, 0..8), (8..16, 8..16).
         let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
         let start = off + (lane % 8 + 8 * (lane / 16)) * ld + 8 * ((lane / 8) % 2);
-        let regs = def.load_matrix::<F, Const<2>>(&sh.slice(start, start + 8), MatrixIdent::B, 4usize, false);
+        let regs = def.load_matrix::<Vector<F, N>, Const<2>>(&row_slice::<F, N>(sh, start, vs), MatrixIdent::B, 4usize, false);
         #[unroll]
         for i in 0..4usize {
             b[i] = regs[i];
@@ -90,8 +139,8 @@ pub fn load_bt_pair<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: 
             // Block i / 2, register i % 2: row g of the block, columns 2t + 8·(i % 2) and the next.
             let at = off + (8 * (i / 2) + g) * ld + 2 * t + 8 * (i % 2);
             let mut r = Vector::<F, Const<2>>::empty();
-            r[0] = sh[at];
-            r[1] = sh[at + 1];
+            r[0] = elem::<F, N>(sh, at, vs);
+            r[1] = elem::<F, N>(sh, at + 1, vs);
             b[i] = r;
         }
     }
@@ -102,14 +151,14 @@ pub fn load_bt_pair<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: 
 /// n of V): rows `0..16` of `sh` from `off` (stride `ld`), columns `0..16`. Registers 0, 1 are
 /// the fragment for columns `0..8`, registers 2, 3 for columns `8..16`.
 #[cube]
-pub fn load_b_pair<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+pub fn load_b_pair<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usize, #[comptime] ld: usize, #[comptime] vs: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
     let lane = UNIT_POS_X as usize;
     let mut b = Array::<Vector<F, Const<2>>>::new(4usize);
     if comptime!(ldmatrix) {
         // Transposed loads of (rows 0..8, columns 0..8), (8..16, 0..8), (0..8, 8..16), (8..16, 8..16).
         let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
         let start = off + (lane % 8 + 8 * ((lane / 8) % 2)) * ld + 8 * (lane / 16);
-        let regs = def.load_matrix::<F, Const<2>>(&sh.slice(start, start + 8), MatrixIdent::B, 4usize, true);
+        let regs = def.load_matrix::<Vector<F, N>, Const<2>>(&row_slice::<F, N>(sh, start, vs), MatrixIdent::B, 4usize, true);
         #[unroll]
         for i in 0..4usize {
             b[i] = regs[i];
@@ -121,8 +170,8 @@ pub fn load_b_pair<F: Float>(sh: &SharedMemory<F>, off: usize, #[comptime] ld: u
             // Block i / 2, register i % 2: rows 2t + 8·(i % 2) and the next, column g of the block.
             let at = off + (2 * t + 8 * (i % 2)) * ld + 8 * (i / 2) + g;
             let mut r = Vector::<F, Const<2>>::empty();
-            r[0] = sh[at];
-            r[1] = sh[at + ld];
+            r[0] = elem::<F, N>(sh, at, vs);
+            r[1] = elem::<F, N>(sh, at + ld, vs);
             b[i] = r;
         }
     }

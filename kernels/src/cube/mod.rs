@@ -290,6 +290,13 @@ fn forward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Forward {
     }
 }
 
+/// Elements per vector for staging `[B, H, T, D]` tiles (last dimension contiguous): the widest the
+/// device loads in one go that divides 8 (an `ldmatrix` row), the head dim and every stride but the last (1).
+fn tile_vector<R: CubeRuntime>(ts: &[&CubeTensor<R>], d: usize) -> usize {
+    let ok = |w: usize| 8 % w == 0 && d % w == 0 && ts.iter().all(|t| t.meta.strides()[..3].iter().all(|s| s % w == 0));
+    ts[0].client.io_optimized_vector_sizes(ts[0].dtype.size()).find(|&w| ok(w)).unwrap_or(1)
+}
+
 /// An uninitialised contiguous output on `like`'s device (see the module doc for why contiguous).
 fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
@@ -482,11 +489,16 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let address_type = addr(&[&q, &k, &v, &out]);
         let dtypes = [q.dtype.into(), pad.dtype.into()];
         if let Forward::Mma(planes, ldmatrix, emulate) = plan {
+            // Staged a vector at a time: the last dimension must be contiguous.
+            let unit_last = |t: CubeTensor<R>| if t.meta.strides()[3] == 1 { t } else { into_contiguous(t) };
+            let (q, k, v) = (unit_last(q), unit_last(k), unit_last(v));
+            let vs = tile_vector(&[&q, &k, &v], d);
             attention_mma::flash_fwd_mma_kernel::launch::<R>(
                 &client,
                 CubeCount::Static(tq.div_ceil(planes * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
                 CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32),
                 address_type,
+                vs,
                 q.into_tensor_arg(),
                 k.into_tensor_arg(),
                 v.into_tensor_arg(),
