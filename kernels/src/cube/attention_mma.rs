@@ -71,7 +71,11 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize) -> usize {
 /// `[B, H, Tq]` contiguous. `head_dim` must be a multiple of 16, at most [`MAX_HEAD_DIM`]; Q, K
 /// and V come as vectors of `N` elements (a divisor of 8): their last dimension contiguous, every
 /// stride a multiple of `N`.
-#[cube(launch, address_type = "dynamic")]
+///
+/// `exp` and `ln` compile to the hardware's approximate instructions on CUDA (`__expf`: a few ulp,
+/// far below the input dtype's precision; FlashAttention does the same with `exp2f`): every value
+/// here is finite (masked scores are `f32::MIN`, never `-inf`).
+#[cube(launch, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     q: &Tensor<Vector<F, N>>,

@@ -12,6 +12,7 @@
 pub mod attention_cmma;
 pub mod attention_cmma_bwd;
 pub mod attention_mma;
+pub mod attention_mma_bwd;
 pub mod cmma_tiles;
 pub mod attention_kernels;
 pub mod logits_kernels;
@@ -187,28 +188,47 @@ fn cmma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
         && attention_cmma::shared_bytes(d, q.dtype.size(), attention_cmma::PLANES) <= q.client.properties().hardware.max_shared_memory_size
 }
 
-/// How the backward runs: `Some((planes, tile, emulate))` for the tensor-core kernels
-/// ([`attention_cmma_bwd`]; `tile` keys or queries per step), `None` for the portable ones. On
-/// `cmma` runtimes 4 planes and 64-row tiles; emulated (with [`ForwardKernel::CmmaEmulated`]), the
-/// largest that fit the device's shared memory.
-fn cmma_backward<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<(usize, usize, bool)> {
+/// Which backward kernels run, with their launch settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backward {
+    Portable,
+    /// [`attention_cmma_bwd`]: planes, tile (keys or queries per step), emulate.
+    Cmma(usize, usize, bool),
+    /// [`attention_mma_bwd`]: planes, ldmatrix, emulate.
+    Mma(usize, bool, bool),
+}
+
+/// How the backward runs under [`forward_kernel`] (the backward follows the forward's choice): the
+/// tensor-core kernels on `cmma` runtimes with 4 planes and 64-row tiles; the register-tile ones
+/// with `mma`/`mma-direct` where the runtime has the manual MMA; emulated, the largest that fit the
+/// device's shared memory; else the portable ones.
+fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     let max = q.client.properties().hardware.max_shared_memory_size;
     let elem = q.dtype.size();
     let fits = |p: usize, t: usize| {
         attention_cmma_bwd::dq_shared_bytes(d, elem, p, t) <= max && attention_cmma_bwd::dkv_shared_bytes(d, elem, p, t) <= max
     };
+    let auto = || {
+        if cmma_supported(q, d) && fits(attention_cmma::PLANES, 64) { Backward::Cmma(attention_cmma::PLANES, 64, false) } else { Backward::Portable }
+    };
+    let mma_fits = |p: usize| {
+        attention_mma_bwd::dq_shared_bytes(d, elem, p, false).max(attention_mma_bwd::dkv_shared_bytes(d, elem, p, false)) <= max
+    };
     match forward_kernel() {
-        ForwardKernel::Portable => None,
-        ForwardKernel::Auto => (cmma_supported(q, d) && fits(attention_cmma::PLANES, 64)).then_some((attention_cmma::PLANES, 64, false)),
-        ForwardKernel::CmmaEmulated if d.is_multiple_of(16) && d <= 256 => {
-            [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)].into_iter().find(|&(p, t)| fits(p, t)).map(|(p, t)| (p, t, true))
+        ForwardKernel::Portable => Backward::Portable,
+        ForwardKernel::Auto => auto(),
+        ForwardKernel::CmmaEmulated if d.is_multiple_of(16) && d <= 256 => [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)]
+            .into_iter()
+            .find(|&(p, t)| fits(p, t))
+            .map_or(Backward::Portable, |(p, t)| Backward::Cmma(p, t, true)),
+        ForwardKernel::CmmaEmulated => Backward::Portable,
+        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma_attention_ok(q, d) && mma_fits(attention_mma::PLANES) => {
+            Backward::Mma(attention_mma::PLANES, forward_kernel() == ForwardKernel::Mma, false)
         }
-        ForwardKernel::CmmaEmulated => None,
-        // The register-tile forward has no backward of its own: the tensor-core one where it runs.
-        ForwardKernel::Mma | ForwardKernel::MmaDirect => {
-            (cmma_supported(q, d) && fits(attention_cmma::PLANES, 64)).then_some((attention_cmma::PLANES, 64, false))
+        ForwardKernel::Mma | ForwardKernel::MmaDirect => auto(),
+        ForwardKernel::MmaEmulated => {
+            attention_mma_bwd::emulation_planes(d, elem, max).map_or(Backward::Portable, |p| Backward::Mma(p, false, true))
         }
-        ForwardKernel::MmaEmulated => None,
     }
 }
 
@@ -293,7 +313,7 @@ fn forward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Forward {
 /// Elements per vector for staging `[B, H, T, D]` tiles (last dimension contiguous): the widest the
 /// device loads in one go that divides 8 (an `ldmatrix` row), the head dim and every stride but the last (1).
 fn tile_vector<R: CubeRuntime>(ts: &[&CubeTensor<R>], d: usize) -> usize {
-    let ok = |w: usize| 8 % w == 0 && d % w == 0 && ts.iter().all(|t| t.meta.strides()[..3].iter().all(|s| s % w == 0));
+    let ok = |w: usize| 8 % w == 0 && d.is_multiple_of(w) && ts.iter().all(|t| t.meta.strides()[..3].iter().all(|s| s.is_multiple_of(w)));
     ts[0].client.io_optimized_vector_sizes(ts[0].dtype.size()).find(|&w| ok(w)).unwrap_or(1)
 }
 
@@ -576,9 +596,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         }
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
         let [_, kh, tk, _] = k.meta.shape().dims::<4>();
-        let cmma = cmma_backward(&q, d);
-        let iterations = match cmma {
-            Some((planes, tile, true)) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
+        let plan = backward_plan(&q, d);
+        let iterations = match plan {
+            Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
+            Backward::Mma(planes, _, _) => attention_mma_bwd::loop_iterations(tq, tk, d, planes, h / kh),
             // The tensor-core kernels run only on GPUs (no loop limit); the count is for the portable ones.
             _ => attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
                 .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh)),
@@ -611,7 +632,63 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dout.dtype.into(),
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
-        if let Some((planes, tile, emulate)) = cmma {
+        if let Backward::Mma(planes, ldmatrix, emulate) = plan {
+            // Staged a vector at a time: the last dimension must be contiguous.
+            let unit_last = |t: CubeTensor<R>| if t.meta.strides()[3] == 1 { t } else { into_contiguous(t) };
+            let (q, k, v) = (unit_last(q), unit_last(k), unit_last(v));
+            let vs = tile_vector(&[&q, &k, &v, &dout], d);
+            let rows = planes * attention_mma::ROWS_PER_PLANE;
+            let cube_dim = CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32);
+            attention_mma_bwd::flash_dq_mma_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(tq.div_ceil(rows) as u32, h as u32, b as u32),
+                cube_dim,
+                address_type,
+                vs,
+                q.clone().into_tensor_arg(),
+                k.clone().into_tensor_arg(),
+                v.clone().into_tensor_arg(),
+                dout.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                delta.clone().into_tensor_arg(),
+                pad.clone().into_tensor_arg(),
+                dq.clone().into_tensor_arg(),
+                p.scale,
+                p.q_offset,
+                p.causal,
+                d,
+                planes,
+                ldmatrix,
+                emulate,
+                dtypes,
+            );
+            attention_mma_bwd::flash_dkv_mma_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(tk.div_ceil(rows) as u32, kh as u32, b as u32),
+                cube_dim,
+                address_type,
+                vs,
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                dout.into_tensor_arg(),
+                lse.into_tensor_arg(),
+                delta.into_tensor_arg(),
+                pad.into_tensor_arg(),
+                dk.clone().into_tensor_arg(),
+                dv.clone().into_tensor_arg(),
+                p.scale,
+                p.q_offset,
+                p.causal,
+                d,
+                planes,
+                ldmatrix,
+                emulate,
+                dtypes,
+            );
+            return (dq, dk, dv);
+        }
+        if let Backward::Cmma(planes, tile, emulate) = plan {
             let rows = planes * attention_cmma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(attention_cmma::PLANE as u32, planes as u32);
             attention_cmma_bwd::flash_dq_cmma_kernel::launch::<R>(

@@ -1,0 +1,413 @@
+//! Flash-attention backward with register-resident tiles (FlashAttention-2 Algorithm 2, Dao 2023,
+//! arXiv 2307.08691) on `mma.sync.m16n8k16` ([`super::mma_frags`]), from the forward's
+//! log-sum-exp and `D = rowsum(dO∘O)` ([`super::attention_kernels::flash_delta_kernel`]):
+//! `P = exp(scale·S − lse)`, `dP = dO Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS K`,
+//! `dK = scale·dSᵀ Q`, `dV = Pᵀ dO`.
+//!
+//! Two kernels, as the tensor-core ones of [`super::attention_cmma_bwd`]:
+//! - [`flash_dq_mma_kernel`]: cube = `16·planes` query rows of one head; per 64-key tile each plane
+//!   computes `S` and `dP` `[16, 64]` in accumulators, turns them into `dS` in registers, and adds
+//!   `dS K` to its dQ accumulators (the `dS` accumulator pairs are the A fragments).
+//! - [`flash_dkv_mma_kernel`]: cube = `16·planes` key rows of one KV head; loops over 32-query tiles
+//!   of every query head of the group (dK and dV summed over the group in the kernel); each plane
+//!   computes `Sᵀ = K Qᵀ` and `dPᵀ = V dOᵀ` `[16, 32]`, then `Pᵀ` and `dSᵀ` in registers, and adds
+//!   `Pᵀ dO` and `dSᵀ Q` to its dV and dK accumulators.
+//!
+//! Q, K, V and dO are staged 16 bytes at a time; Q/dO (dQ kernel) and K/V (dK/dV kernel) fragments
+//! are re-read from shared memory for each product rather than held, which keeps the registers
+//! to the accumulators (dQ: `D/2 + 32 + 32` per unit; dK/dV: `D + 16 + 16`). `P` and `dS` are cast
+//! to the input dtype for their products, as FA2 does. Masking as the forward: key `j` is visible
+//! to query `i` of batch row `b` iff `j ≥ pad[b]` and, if causal, `j ≤ q_offset + i`; padding
+//! queries carry `lse = f32::MAX`, which zeroes their `P`. `ldmatrix` and `emulate` as in
+//! [`super::attention_mma`].
+
+use super::attention_kernels::{key_range, visible_end};
+use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
+use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma, scratch_len, stage_rows_vec};
+use cubecl::prelude::*;
+
+/// Keys per step of the dQ kernel.
+pub const BLOCK_K: usize = 64;
+/// Queries per step of the dK/dV kernel.
+pub const BLOCK_Q: usize = 32;
+
+/// Shared memory of [`flash_dq_mma_kernel`] in bytes: Q and dO rows, K and V tiles, the emulation
+/// scratch.
+pub fn dq_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> usize {
+    (2 * planes * ROWS_PER_PLANE + 2 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate)
+}
+
+/// Shared memory of [`flash_dkv_mma_kernel`] in bytes: K and V rows, Q and dO tiles, the tile's
+/// lse and D, the emulation scratch.
+pub fn dkv_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> usize {
+    (2 * planes * ROWS_PER_PLANE + 2 * BLOCK_Q) * ld_tile(d) * elem + 4 * (2 * BLOCK_Q + scratch_len(planes, emulate))
+}
+
+/// Planes per cube when emulating: the most (≤ 4) for which both kernels fit `max_shared` bytes;
+/// `None` when none does or the head dim is not a multiple of 16 (at most [`MAX_HEAD_DIM`]).
+pub fn emulation_planes(d: usize, elem: usize, max_shared: usize) -> Option<usize> {
+    if !d.is_multiple_of(16) || d > MAX_HEAD_DIM {
+        return None;
+    }
+    [4, 2, 1]
+        .into_iter()
+        .find(|&p| dq_shared_bytes(d, elem, p, true).max(dkv_shared_bytes(d, elem, p, true)) <= max_shared)
+}
+
+/// Loop passes one unit makes at most, the larger of the two kernels (for the software adapter's
+/// loop limit; every other loop is unrolled): tile loops and staging.
+pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize, groups: usize) -> usize {
+    let units = planes * PLANE;
+    let stage = |rows: usize| (rows * d).div_ceil(units) + 1;
+    let edges = 2 * stage(planes * ROWS_PER_PLANE) + 1;
+    let dq = tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K)) + edges;
+    let dkv = groups * (1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q))) + edges;
+    dq.max(dkv)
+}
+
+/// `a · b` fragments for `[16, D] × [D, 16·pairs]` into `acc` (column pair `jp` in vectors
+/// `4jp..4jp + 4`): A rows at `a_off` of `a_sh`, B's columns the rows of `b_sh` (`X Yᵀ`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn abt<F: Float, N: Size>(
+    a_sh: &SharedMemory<Vector<F, N>>,
+    a_off: usize,
+    b_sh: &SharedMemory<Vector<F, N>>,
+    acc: &mut Array<Vector<f32, Const<2>>>,
+    xs: &mut SharedMemory<f32>,
+    #[comptime] pairs: usize,
+    #[comptime] ld: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] vs: usize,
+    #[comptime] ldmatrix: bool,
+    #[comptime] emulate: bool,
+) {
+    #[unroll]
+    for kk in 0..comptime!(head_dim / 16) {
+        let a = load_a::<F, N>(a_sh, a_off + kk * 16, ld, vs, ldmatrix);
+        #[unroll]
+        for jp in 0..pairs {
+            let f = load_bt_pair::<F, N>(b_sh, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
+            mma::<F>(&a, f[0], f[1], acc, comptime!(jp * 4), xs, emulate);
+            mma::<F>(&a, f[2], f[3], acc, comptime!(jp * 4 + 2), xs, emulate);
+        }
+    }
+}
+
+/// `acc[16, D] += p[16, 16·steps] · b_sh[16·steps, D]`: `p`'s accumulator pairs (blocks of 8
+/// columns in vectors `2j`, `2j + 1`) cast to the input dtype as A fragments.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn pv<F: Float, N: Size>(
+    p: &Array<Vector<f32, Const<2>>>,
+    b_sh: &SharedMemory<Vector<F, N>>,
+    acc: &mut Array<Vector<f32, Const<2>>>,
+    xs: &mut SharedMemory<f32>,
+    #[comptime] steps: usize,
+    #[comptime] ld: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] vs: usize,
+    #[comptime] ldmatrix: bool,
+    #[comptime] emulate: bool,
+) {
+    #[unroll]
+    for kk in 0..steps {
+        let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
+        #[unroll]
+        for i in 0..4usize {
+            // Register i: row half i % 2, column block 2kk + i / 2.
+            a[i] = Vector::<F, Const<2>>::cast_from(p[2 * (2 * kk + i / 2) + i % 2]);
+        }
+        #[unroll]
+        for dp in 0..comptime!(head_dim / 16) {
+            let f = load_b_pair::<F, N>(b_sh, kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
+            mma::<F>(&a, f[0], f[1], acc, comptime!(dp * 4), xs, emulate);
+            mma::<F>(&a, f[2], f[3], acc, comptime!(dp * 4 + 2), xs, emulate);
+        }
+    }
+}
+
+/// `n` zero accumulator vectors.
+#[cube]
+fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
+    let mut a = Array::<Vector<f32, Const<2>>>::new(n);
+    #[unroll]
+    for i in 0..n {
+        a[i] = Vector::new(f32::new(0.0));
+    }
+    a
+}
+
+/// dQ: cube (`16·planes` query rows, head, batch); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
+/// contiguous; Q, K, V, dO as vectors of `N` (see [`super::attention_mma::flash_fwd_mma_kernel`]).
+#[cube(launch, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
+#[allow(clippy::too_many_arguments)]
+pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    dout: &Tensor<Vector<F, N>>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    pad: &Tensor<I>,
+    dq: &mut Tensor<F>,
+    scale: f32,
+    q_offset: usize,
+    #[comptime] causal: bool,
+    #[comptime] head_dim: usize,
+    #[comptime] planes: usize,
+    #[comptime] ldmatrix: bool,
+    #[comptime] emulate: bool,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let lane = UNIT_POS_X as usize;
+    let plane = UNIT_POS_Y as usize;
+    let units = comptime!(PLANE * planes);
+    let rows = comptime!(ROWS_PER_PLANE * planes);
+    let first_row = CUBE_POS_X as usize * rows;
+    let h = CUBE_POS_Y as usize;
+    let b = CUBE_POS_Z as usize;
+    let (nh, tq) = (q.shape(1), q.shape(2));
+    let (nkv, tk) = (k.shape(1), k.shape(2));
+    let kvh = h / (nh / nkv);
+    let pad_b = u32::cast_from(pad[b * pad.stride(0)]) as usize;
+    let ld = comptime!(ld_tile(head_dim));
+    let vs = q.vector_size();
+    let nd = comptime!(head_dim / 8);
+
+    let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
+    let mut dos = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
+    let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
+    let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
+    let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
+
+    let qb = b * q.stride(0) + h * q.stride(1);
+    let ob = b * dout.stride(0) + h * dout.stride(1);
+    stage_rows_vec::<F, N>(q, qb, first_row, tq, &mut qs, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(dout, ob, first_row, tq, &mut dos, rows, ld, head_dim, vs, units);
+
+    // This unit's rows g and g + 8 of its plane: visible keys [pad_b, hi), lse and D.
+    let g = lane / 4;
+    let t = lane % 4;
+    let row0 = first_row + plane * ROWS_PER_PLANE + g;
+    let mut hi = Array::<usize>::new(2usize);
+    let mut lse_r = Array::<f32>::new(2usize);
+    let mut delta_r = Array::<f32>::new(2usize);
+    #[unroll]
+    for r in 0..2usize {
+        let row = row0 + 8 * r;
+        hi[r] = visible_end(row, tk, q_offset, causal);
+        lse_r[r] = f32::max_value();
+        delta_r[r] = f32::new(0.0);
+        if row < tq {
+            lse_r[r] = lse[(b * nh + h) * tq + row];
+            delta_r[r] = delta[(b * nh + h) * tq + row];
+        }
+    }
+    let q_off = plane * ROWS_PER_PLANE * ld;
+    let mut acc = zeros(comptime!(2 * (head_dim / 8)));
+
+    let kb = b * k.stride(0) + kvh * k.stride(1);
+    let vb = b * v.stride(0) + kvh * v.stride(1);
+    let (start, end) = key_range(first_row, rows, tq, tk, pad_b, q_offset, BLOCK_K, causal);
+    let full_end = visible_end(first_row, tk, q_offset, causal);
+    let mut kt = start;
+    while kt < end {
+        sync_cube();
+        stage_rows_vec::<F, N>(k, kb, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
+        stage_rows_vec::<F, N>(v, vb, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
+        sync_cube();
+        // S = Q Kᵀ and dP = dO Vᵀ: [16, D] × [D, 64].
+        let mut s = zeros(comptime!(2 * BLOCK_K / 8));
+        let mut dp = zeros(comptime!(2 * BLOCK_K / 8));
+        abt::<F, N>(&qs, q_off, &ks, &mut s, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
+        abt::<F, N>(&dos, q_off, &vt, &mut dp, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
+        // dS = P∘(dP − D) on visible keys, into s.
+        let masked = kt < pad_b || kt + BLOCK_K > full_end;
+        #[unroll]
+        for j in 0..comptime!(BLOCK_K / 8) {
+            #[unroll]
+            for r in 0..2usize {
+                let x = s[2 * j + r];
+                let y = dp[2 * j + r];
+                let mut ds = Vector::<f32, Const<2>>::new(f32::new(0.0));
+                #[unroll]
+                for e in 0..2usize {
+                    let key = kt + 8 * j + 2 * t + e;
+                    if !masked || (key >= pad_b && key < hi[r]) {
+                        let p = (x[e] * scale - lse_r[r]).exp();
+                        ds[e] = p * (y[e] - delta_r[r]);
+                    }
+                }
+                s[2 * j + r] = ds;
+            }
+        }
+        // dQ += dS K: [16, 64] × [64, D].
+        pv::<F, N>(&s, &ks, &mut acc, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
+        kt += BLOCK_K;
+    }
+
+    #[unroll]
+    for r in 0..2usize {
+        let row = row0 + 8 * r;
+        if row < tq {
+            let base = ((b * nh + h) * tq + row) * head_dim + 2 * t;
+            #[unroll]
+            for n in 0..nd {
+                let y = acc[2 * n + r] * Vector::new(scale);
+                dq[base + 8 * n] = F::cast_from(y[0]);
+                dq[base + 8 * n + 1] = F::cast_from(y[1]);
+            }
+        }
+    }
+}
+
+/// dK, dV: cube (`16·planes` key rows, KV head, batch), looping over the query tiles of the G query
+/// heads that share the KV head; dk, dv `[B, K, Tk, D]` contiguous.
+#[cube(launch, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
+#[allow(clippy::too_many_arguments)]
+pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    dout: &Tensor<Vector<F, N>>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    pad: &Tensor<I>,
+    dk: &mut Tensor<F>,
+    dv: &mut Tensor<F>,
+    scale: f32,
+    q_offset: usize,
+    #[comptime] causal: bool,
+    #[comptime] head_dim: usize,
+    #[comptime] planes: usize,
+    #[comptime] ldmatrix: bool,
+    #[comptime] emulate: bool,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let lane = UNIT_POS_X as usize;
+    let plane = UNIT_POS_Y as usize;
+    let tid = plane * PLANE + lane;
+    let units = comptime!(PLANE * planes);
+    let rows = comptime!(ROWS_PER_PLANE * planes);
+    let first_key = CUBE_POS_X as usize * rows;
+    let kvh = CUBE_POS_Y as usize;
+    let b = CUBE_POS_Z as usize;
+    let (nh, tq) = (q.shape(1), q.shape(2));
+    let (nkv, tk) = (k.shape(1), k.shape(2));
+    let groups = nh / nkv;
+    let pad_b = u32::cast_from(pad[b * pad.stride(0)]) as usize;
+    let ld = comptime!(ld_tile(head_dim));
+    let vs = q.vector_size();
+    let nd = comptime!(head_dim / 8);
+
+    let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
+    let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
+    let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_Q * ld_tile(head_dim) / vs));
+    let mut dos = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_Q * ld_tile(head_dim) / vs));
+    let mut lse_s = SharedMemory::<f32>::new(BLOCK_Q);
+    let mut delta_s = SharedMemory::<f32>::new(BLOCK_Q);
+    let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
+
+    let kb = b * k.stride(0) + kvh * k.stride(1);
+    let vb = b * v.stride(0) + kvh * v.stride(1);
+    stage_rows_vec::<F, N>(k, kb, first_key, tk, &mut ks, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(v, vb, first_key, tk, &mut vt, rows, ld, head_dim, vs, units);
+
+    // This unit's key rows g and g + 8 of its plane.
+    let g = lane / 4;
+    let t = lane % 4;
+    let key0 = first_key + plane * ROWS_PER_PLANE + g;
+    let mut key_ok = Array::<bool>::new(2usize);
+    #[unroll]
+    for r in 0..2usize {
+        key_ok[r] = key0 + 8 * r < tk && key0 + 8 * r >= pad_b;
+    }
+    let k_off = plane * ROWS_PER_PLANE * ld;
+    let mut acc_k = zeros(comptime!(2 * (head_dim / 8)));
+    let mut acc_v = zeros(comptime!(2 * (head_dim / 8)));
+    // Causal: queries before `first_key − q_offset` see none of this cube's keys.
+    let mut q_start = 0;
+    if causal && first_key > q_offset {
+        q_start = ((first_key - q_offset) / BLOCK_Q) * BLOCK_Q;
+    }
+
+    for gi in 0..groups {
+        let h = kvh * groups + gi;
+        let qb = b * q.stride(0) + h * q.stride(1);
+        let ob = b * dout.stride(0) + h * dout.stride(1);
+        let rb = (b * nh + h) * tq;
+        let mut qt = q_start;
+        while qt < tq {
+            sync_cube();
+            stage_rows_vec::<F, N>(q, qb, qt, tq, &mut qs, BLOCK_Q, ld, head_dim, vs, units);
+            stage_rows_vec::<F, N>(dout, ob, qt, tq, &mut dos, BLOCK_Q, ld, head_dim, vs, units);
+            // units ≥ 32 = BLOCK_Q.
+            if tid < BLOCK_Q {
+                let qi = qt + tid;
+                let mut l = f32::max_value();
+                let mut dd = f32::new(0.0);
+                if qi < tq {
+                    l = lse[rb + qi];
+                    dd = delta[rb + qi];
+                }
+                lse_s[tid] = l;
+                delta_s[tid] = dd;
+            }
+            sync_cube();
+            // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: [16, D] × [D, 32].
+            let mut st = zeros(comptime!(2 * BLOCK_Q / 8));
+            let mut dpt = zeros(comptime!(2 * BLOCK_Q / 8));
+            abt::<F, N>(&ks, k_off, &qs, &mut st, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            abt::<F, N>(&vt, k_off, &dos, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            // Pᵀ (into st) and dSᵀ = Pᵀ∘(dPᵀ − D) (into dpt) on visible pairs.
+            #[unroll]
+            for j in 0..comptime!(BLOCK_Q / 8) {
+                #[unroll]
+                for r in 0..2usize {
+                    let x = st[2 * j + r];
+                    let y = dpt[2 * j + r];
+                    let mut p = Vector::<f32, Const<2>>::new(f32::new(0.0));
+                    let mut ds = Vector::<f32, Const<2>>::new(f32::new(0.0));
+                    #[unroll]
+                    for e in 0..2usize {
+                        let col = 8 * j + 2 * t + e;
+                        let qi = qt + col;
+                        let mut vis = key_ok[r] && qi < tq;
+                        if causal {
+                            vis = vis && key0 + 8 * r <= q_offset + qi;
+                        }
+                        if vis {
+                            let pe = (x[e] * scale - lse_s[col]).exp();
+                            p[e] = pe;
+                            ds[e] = pe * (y[e] - delta_s[col]);
+                        }
+                    }
+                    st[2 * j + r] = p;
+                    dpt[2 * j + r] = ds;
+                }
+            }
+            // dV += Pᵀ dO and dK += dSᵀ Q: [16, 32] × [32, D].
+            pv::<F, N>(&st, &dos, &mut acc_v, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            pv::<F, N>(&dpt, &qs, &mut acc_k, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            qt += BLOCK_Q;
+        }
+    }
+
+    #[unroll]
+    for r in 0..2usize {
+        let key = key0 + 8 * r;
+        if key < tk {
+            let base = ((b * nkv + kvh) * tk + key) * head_dim + 2 * t;
+            #[unroll]
+            for n in 0..nd {
+                let yk = acc_k[2 * n + r] * Vector::new(scale);
+                let yv = acc_v[2 * n + r];
+                dk[base + 8 * n] = F::cast_from(yk[0]);
+                dk[base + 8 * n + 1] = F::cast_from(yk[1]);
+                dv[base + 8 * n] = F::cast_from(yv[0]);
+                dv[base + 8 * n + 1] = F::cast_from(yv[1]);
+            }
+        }
+    }
+}
