@@ -58,8 +58,8 @@ pub fn stage_rows_vec<F: Float, N: Size>(
     }
 }
 
-/// Units per plane these tiles are laid out for (CUDA's warp).
-pub const PLANE: usize = 32;
+/// Units per plane these tiles are laid out for (CUDA's warp), as for the `cmma` kernels.
+pub use super::attention_cmma::PLANE;
 /// f32 scratch per plane when emulating: A `[16, 16]`, B `[16, 8]` and 32 exchange slots.
 pub const SCRATCH: usize = 16 * 16 + 16 * 8 + 32;
 const SCRATCH_B: usize = 16 * 16;

@@ -310,11 +310,15 @@ fn forward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Forward {
     }
 }
 
-/// Elements per vector for staging `[B, H, T, D]` tiles (last dimension contiguous): the widest the
-/// device loads in one go that divides 8 (an `ldmatrix` row), the head dim and every stride but the last (1).
-fn tile_vector<R: CubeRuntime>(ts: &[&CubeTensor<R>], d: usize) -> usize {
+/// `[B, H, T, D]` tensors for the register-tile kernels, which stage them a vector at a time: each
+/// with its last dimension contiguous (copied where it is not), and the elements per vector: the
+/// widest the device loads in one go that divides 8 (an `ldmatrix` row), the head dim and every
+/// other stride.
+fn vector_tiles<R: CubeRuntime, const N: usize>(ts: [CubeTensor<R>; N], d: usize) -> ([CubeTensor<R>; N], usize) {
+    let ts = ts.map(|t| if t.meta.strides()[3] == 1 { t } else { into_contiguous(t) });
     let ok = |w: usize| 8 % w == 0 && d.is_multiple_of(w) && ts.iter().all(|t| t.meta.strides()[..3].iter().all(|s| s.is_multiple_of(w)));
-    ts[0].client.io_optimized_vector_sizes(ts[0].dtype.size()).find(|&w| ok(w)).unwrap_or(1)
+    let vs = ts[0].client.io_optimized_vector_sizes(ts[0].dtype.size()).find(|&w| ok(w)).unwrap_or(1);
+    (ts, vs)
 }
 
 /// An uninitialised contiguous output on `like`'s device (see the module doc for why contiguous).
@@ -509,10 +513,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let address_type = addr(&[&q, &k, &v, &out]);
         let dtypes = [q.dtype.into(), pad.dtype.into()];
         if let Forward::Mma(planes, ldmatrix, emulate) = plan {
-            // Staged a vector at a time: the last dimension must be contiguous.
-            let unit_last = |t: CubeTensor<R>| if t.meta.strides()[3] == 1 { t } else { into_contiguous(t) };
-            let (q, k, v) = (unit_last(q), unit_last(k), unit_last(v));
-            let vs = tile_vector(&[&q, &k, &v], d);
+            let ([q, k, v], vs) = vector_tiles([q, k, v], d);
             attention_mma::flash_fwd_mma_kernel::launch::<R>(
                 &client,
                 CubeCount::Static(tq.div_ceil(planes * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
@@ -633,10 +634,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
         if let Backward::Mma(planes, ldmatrix, emulate) = plan {
-            // Staged a vector at a time: the last dimension must be contiguous.
-            let unit_last = |t: CubeTensor<R>| if t.meta.strides()[3] == 1 { t } else { into_contiguous(t) };
-            let (q, k, v) = (unit_last(q), unit_last(k), unit_last(v));
-            let vs = tile_vector(&[&q, &k, &v, &dout], d);
+            let ([q, k, v, dout], vs) = vector_tiles([q, k, v, dout], d);
             let rows = planes * attention_mma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32);
             attention_mma_bwd::flash_dq_mma_kernel::launch::<R>(
