@@ -16,6 +16,8 @@ pub mod attention_ops;
 mod autodiff;
 pub mod check;
 pub mod cpu_attention;
+#[cfg(test)]
+mod cuda_source_tests;
 pub mod cube;
 pub mod device_memory;
 mod fusion;

@@ -1,0 +1,348 @@
+//! The CUDA kernels as the CUDA runtime compiles them, checked on a machine without a GPU.
+//!
+//! cubecl-cuda turns a kernel into C++ with CubeCL's CUDA code generator, then hands the source to
+//! NVRTC on its first launch (`cubecl-cuda`'s `compute/context.rs`). Both steps run without a GPU:
+//! - [`tensor_core_kernels_generate_cuda_source`] expands the tensor-core attention kernels at the
+//!   shape the GPU runs (bf16, head dim 128) with the runtime's options and checks the source: the
+//!   expected WMMA / `mma.sync` / `ldmatrix` calls, shared arrays at aligned offsets.
+//! - [`tensor_core_kernels_compile_with_nvrtc`] compiles every one of those sources with NVRTC for
+//!   sm_80 and sm_90a (the runtime's arch flag, include path and `-lineinfo`, plus ptxas' report)
+//!   and checks what ptxas says about registers and local memory. NVRTC is a host library: `.ci/run`
+//!   fetches NVIDIA's wheels from PyPI and points `MLAGENT_NVRTC` at them. Without it the test says
+//!   so and skips, unless `MLAGENT_REQUIRE_NVRTC` is set.
+//!
+//! (The wgpu client only hosts the kernels' expansion; nothing is launched.)
+
+use crate::cube::{attention_cmma, attention_cmma_bwd, attention_mma, attention_mma_bwd};
+use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+use cubecl::Compiler;
+use cubecl::Runtime;
+use cubecl::ir::{ElemType, FloatKind, IntKind};
+use cubecl::prelude::{AddressType, CubeDim, CubeKernel, ExecutionMode, KernelDefinition, KernelSettings, StorageType, TensorCompilationArg};
+use cubecl_cpp::shared::{CompilationOptions, CppSupportedFeatures};
+use std::path::{Path, PathBuf};
+
+const HEAD_DIM: usize = 128;
+
+/// Which family a kernel belongs to (what its checks are).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Family {
+    /// `cmma` (WMMA) fragments through shared memory.
+    Cmma,
+    /// Register tiles on `mma.sync`, fragments from `ldmatrix`.
+    Mma,
+    /// Register tiles on `mma.sync`, fragments from element reads (`MLAGENT_ATTENTION=mma-direct`).
+    MmaDirect,
+}
+
+struct CudaKernel {
+    name: String,
+    family: Family,
+    /// `mma.sync` (register tiles) or `wmma::mma_sync` (cmma) calls the source must hold.
+    mma_calls: usize,
+    source: String,
+}
+
+fn device() -> Option<WgpuDevice> {
+    if !crate::wgpu_adapter_present() {
+        eprintln!("skipping: no wgpu adapter to host the kernels' expansion (install mesa-vulkan-drivers for lavapipe)");
+        return None;
+    }
+    Some(if crate::gpu_adapter_present() { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu })
+}
+
+/// cubecl-cuda's compilation options on a card of compute capability `sm` (its `runtime.rs`): fast
+/// math always, grid constants and fast tanh from sm_70/75, clusters and `elect.sync` from sm_90.
+fn runtime_options(sm: u32) -> CompilationOptions {
+    CompilationOptions {
+        warp_size: 32,
+        supports_features: CppSupportedFeatures {
+            grid_constants: sm >= 70,
+            clusters: sm >= 90,
+            fast_math: true,
+            fast_tanh: sm >= 75,
+            elect_sync: sm >= 90,
+        },
+    }
+}
+
+fn to_cuda(definition: KernelDefinition, sm: u32) -> String {
+    cubecl::cuda::CudaCompiler::default()
+        .compile(definition, &runtime_options(sm), ExecutionMode::Checked, AddressType::U32.unsigned_type())
+        .expect("CUDA code generation")
+        .to_string()
+}
+
+/// Every tensor-core attention kernel (bf16 inputs, i32 padding, head dim 128, launch settings as
+/// `cube/mod.rs` launches them), as CUDA source for compute capability `sm`.
+fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
+    use attention_cmma::flash_fwd_cmma_kernel::FlashFwdCmmaKernel;
+    use attention_cmma_bwd::{flash_dkv_cmma_kernel::FlashDkvCmmaKernel, flash_dq_cmma_kernel::FlashDqCmmaKernel};
+    use attention_mma::flash_fwd_mma_kernel::FlashFwdMmaKernel;
+    use attention_mma_bwd::{flash_dkv_mma_kernel::FlashDkvMmaKernel, flash_dq_mma_kernel::FlashDqMmaKernel};
+    let client = WgpuRuntime::client(dev);
+    let d = HEAD_DIM;
+    let dtypes: [StorageType; 2] = [ElemType::Float(FloatKind::BF16).into(), ElemType::Int(IntKind::I32).into()];
+    // Tensors: none in place. After them come the two scalars (scale, q_offset) as `()`.
+    let t = || TensorCompilationArg { inplace: None };
+    let mut out = Vec::new();
+    let mut push = |name: String, family, mma_calls, definition| out.push(CudaKernel { name, family, mma_calls, source: to_cuda(definition, sm) });
+
+    let planes = attention_cmma::PLANES;
+    let cmma = KernelSettings::default().cube_dim(CubeDim::new_2d(attention_cmma::PLANE as u32, planes as u32)).address_type(AddressType::U32);
+    for causal in [true, false] {
+        // Per 64-key tile: S = Q Kᵀ ([16, 128] × [128, 64]: 4 × 8 fragments) and P V (4 × 8).
+        let k = FlashFwdCmmaKernel::<WgpuRuntime>::new(cmma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), (), (), causal, d, planes, false, dtypes);
+        push(format!("cmma fwd{}", if causal { " causal" } else { "" }), Family::Cmma, 0, k.define());
+    }
+    let k = FlashDqCmmaKernel::<WgpuRuntime>::new(cmma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), true, d, planes, 64, false, dtypes);
+    // dQ: S and dP ([16, 128] × [128, 64], 8 × 4 each), then dS K ([16, 64] × [64, 128], 4 × 8).
+    push("cmma dq causal".into(), Family::Cmma, 8 * 4 * 2 + 4 * 8, k.define());
+    let k = FlashDkvCmmaKernel::<WgpuRuntime>::new(cmma, client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), true, d, planes, 64, false, dtypes);
+    // dK/dV: Sᵀ and dPᵀ (8 × 4 each), Pᵀ dO and dSᵀ Q (2 × 4 × 8).
+    push("cmma dkv causal".into(), Family::Cmma, 8 * 4 * 2 + 2 * 4 * 8, k.define());
+
+    let planes = attention_mma::PLANES;
+    let mma = KernelSettings::default().cube_dim(CubeDim::new_2d(crate::cube::mma_frags::PLANE as u32, planes as u32)).address_type(AddressType::U32);
+    // Q, K, V staged 8 bf16 (16 bytes) at a time, as `vector_tiles` picks on CUDA.
+    let vector = 8;
+    for (causal, ldmatrix) in [(true, true), (false, true), (true, false)] {
+        let family = if ldmatrix { Family::Mma } else { Family::MmaDirect };
+        let k = FlashFwdMmaKernel::<WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), (), (), vector, causal, d, planes, ldmatrix, false, dtypes);
+        // Per 64-key tile, in m16n8k16 products: S = Q Kᵀ (8 key blocks of 8 × 8 steps of 16 dims)
+        // and P V (16 blocks of 8 dims × 4 steps of 16 keys), 64 each.
+        let name = format!("mma fwd{}{}", if causal { " causal" } else { "" }, if ldmatrix { "" } else { " direct" });
+        push(name, family, 2 * 4 * 8 + 2 * 4 * 8, k.define());
+    }
+    for ldmatrix in [true, false] {
+        let family = if ldmatrix { Family::Mma } else { Family::MmaDirect };
+        let suffix = if ldmatrix { "" } else { " direct" };
+        // dQ per step: S, dP (4 pairs × 8 steps × 2 each) and dS K (4 steps × 8 pairs × 2).
+        let k = FlashDqMmaKernel::<WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
+        push(format!("mma dq causal{suffix}"), family, 3 * 4 * 8 * 2, k.define());
+        // dK/dV per step: Sᵀ, dPᵀ (2 × 8 × 2 each), Pᵀ dO and dSᵀ Q (2 × 8 × 2 each).
+        let k = FlashDkvMmaKernel::<WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
+        push(format!("mma dkv causal{suffix}"), family, 4 * 2 * 8 * 2, k.define());
+    }
+    if let Some(dir) = std::env::var_os("MLAGENT_DUMP_CUDA") {
+        for k in &out {
+            let path = Path::new(&dir).join(format!("{}.sm{sm}.cu", k.name.replace(' ', "_")));
+            std::fs::write(&path, &k.source).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
+    }
+    out
+}
+
+/// The source's structure: the tensor-core calls each kernel is built from, shared arrays aligned,
+/// and in the register-tile kernels the fragment loads, quad shuffles and fast `exp`.
+#[test]
+fn tensor_core_kernels_generate_cuda_source() {
+    let Some(dev) = device() else { return };
+    let kernels = tensor_core_kernels(&dev, 90);
+    assert_eq!(kernels.len(), 11);
+    for k in &kernels {
+        let (name, source) = (&k.name, &k.source);
+        if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {
+            eprintln!("{source}");
+        }
+        shared_arrays_aligned(source);
+        // A helper is defined once, then called.
+        let calls = |f: &str| source.matches(f).count().saturating_sub(1);
+        match k.family {
+            Family::Cmma => {
+                assert!(source.contains("store_matrix_sync"), "{name}: no WMMA stores");
+                if k.mma_calls > 0 {
+                    assert_eq!(source.matches("mma_sync").count(), k.mma_calls, "{name}: WMMA products");
+                } else {
+                    assert!(source.contains("mma_sync"), "{name}: no WMMA products");
+                }
+            }
+            Family::Mma | Family::MmaDirect => {
+                assert_eq!(calls("__mma_m16n8k16___nv_bfloat16___nv_bfloat16_float("), k.mma_calls, "{name}: mma.sync calls");
+                assert_eq!(source.contains("ldmatrix"), k.family == Family::Mma, "{name}: ldmatrix use");
+            }
+        }
+        if name.starts_with("mma fwd") {
+            assert!(source.contains("__shfl_xor_sync"), "{name}: no quad shuffles");
+            assert!(source.contains("__expf(") && !source.contains(" exp("), "{name}: exp not compiled to __expf");
+            if k.family == Family::Mma {
+                // Q: one x4 load per 16 columns; K: one per pair of 8-key blocks per 16-wide step.
+                assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x("), 8 + 4 * 8, "{name}: ldmatrix (Q, K)");
+                assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x_trans("), 4 * 8, "{name}: ldmatrix.trans (V)");
+            }
+        }
+    }
+}
+
+/// WMMA loads and stores need 32-byte aligned pointers. CubeCL packs a kernel's shared arrays into
+/// one dynamic buffer at the byte offsets it writes as `&dynamic_shared_mem[N]` (tile offsets inside
+/// each array are multiples of 32 bytes by the kernels' strides): every `N` must be a multiple of 32.
+fn shared_arrays_aligned(source: &str) {
+    let offsets: Vec<usize> = source
+        .split("&dynamic_shared_mem[")
+        .skip(1)
+        .map(|rest| rest[..rest.find(']').expect("closing bracket")].parse().expect("a byte offset"))
+        .collect();
+    assert!(!offsets.is_empty(), "no shared arrays found in\n{source}");
+    assert!(offsets.iter().all(|o| o % 32 == 0), "shared arrays at byte offsets {offsets:?}: not all 32-byte aligned");
+}
+
+/// NVRTC, loaded at run time from a CUDA toolkit or NVIDIA's PyPI wheels (`lib/libnvrtc.so.*` and
+/// `include/` under one folder). Only what compiling needs: create, compile, read the log.
+struct Nvrtc {
+    lib: libloading::Library,
+    include: PathBuf,
+    version: (i32, i32),
+}
+
+type Program = *mut std::ffi::c_void;
+
+impl Nvrtc {
+    /// The folder: `MLAGENT_NVRTC`, else (as cubecl-cuda looks) `CUDA_PATH`, else `/usr/local/cuda`.
+    fn find() -> Result<Self, String> {
+        let root = std::env::var_os("MLAGENT_NVRTC").or_else(|| std::env::var_os("CUDA_PATH")).map_or_else(|| PathBuf::from("/usr/local/cuda"), PathBuf::from);
+        let lib = ["lib", "lib64"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(root.join(d)).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libnvrtc.so")))
+            .min()
+            .ok_or_else(|| format!("no lib/libnvrtc.so* under {}", root.display()))?;
+        let include = root.join("include");
+        if !include.join("cuda_bf16.h").exists() {
+            return Err(format!("no include/cuda_bf16.h under {}", root.display()));
+        }
+        // SAFETY: loading NVIDIA's NVRTC library runs its initialisers, which have no preconditions.
+        let lib = unsafe { libloading::Library::new(&lib) }.map_err(|e| format!("loading {}: {e}", lib.display()))?;
+        let mut version = (0, 0);
+        // SAFETY: `nvrtcVersion(int*, int*)` per NVRTC's header; both pointers are valid.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(*mut i32, *mut i32) -> i32> = lib.get(b"nvrtcVersion").map_err(|e| e.to_string())?;
+            f(&mut version.0, &mut version.1);
+        }
+        Ok(Nvrtc { lib, include, version })
+    }
+
+    /// Compiles `source` with cubecl-cuda's options for `arch` plus `--ptxas-options=-v`; the log on
+    /// success (ptxas' report), the log as the error otherwise.
+    fn compile(&self, source: &str, arch: &str) -> Result<String, String> {
+        use std::ffi::{CString, c_char};
+        let options: Vec<CString> = [
+            format!("--gpu-architecture={arch}"),
+            format!("--include-path={}", self.include.display()),
+            "-lineinfo".into(),
+            "--ptxas-options=-v".into(),
+        ]
+        .into_iter()
+        .map(|o| CString::new(o).expect("no NUL in options"))
+        .collect();
+        let pointers: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
+        let source = CString::new(source).map_err(|_| "NUL in the source".to_string())?;
+        // SAFETY: the signatures are NVRTC's (nvrtc.h); every pointer passed is valid for the call,
+        // the program is destroyed once, and the log buffer has the size NVRTC reported.
+        unsafe {
+            let sym = |name: &[u8]| self.lib.get::<*const ()>(name).map(|s| *s).map_err(|e| e.to_string());
+            let create: unsafe extern "C" fn(*mut Program, *const c_char, *const c_char, i32, *const *const c_char, *const *const c_char) -> i32 =
+                std::mem::transmute(sym(b"nvrtcCreateProgram")?);
+            let compile: unsafe extern "C" fn(Program, i32, *const *const c_char) -> i32 = std::mem::transmute(sym(b"nvrtcCompileProgram")?);
+            let log_size: unsafe extern "C" fn(Program, *mut usize) -> i32 = std::mem::transmute(sym(b"nvrtcGetProgramLogSize")?);
+            let get_log: unsafe extern "C" fn(Program, *mut c_char) -> i32 = std::mem::transmute(sym(b"nvrtcGetProgramLog")?);
+            let destroy: unsafe extern "C" fn(*mut Program) -> i32 = std::mem::transmute(sym(b"nvrtcDestroyProgram")?);
+            let mut program: Program = std::ptr::null_mut();
+            let rc = create(&mut program, source.as_ptr(), c"kernel.cu".as_ptr(), 0, std::ptr::null(), std::ptr::null());
+            if rc != 0 {
+                return Err(format!("nvrtcCreateProgram failed ({rc})"));
+            }
+            let rc = compile(program, pointers.len() as i32, pointers.as_ptr());
+            let mut n = 0usize;
+            log_size(program, &mut n);
+            let mut log = vec![0u8; n.max(1)];
+            get_log(program, log.as_mut_ptr().cast());
+            destroy(&mut program);
+            let log = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(log.len())]).into_owned();
+            if rc == 0 { Ok(log) } else { Err(log) }
+        }
+    }
+}
+
+/// What ptxas reported for a kernel's entry function.
+#[derive(Debug, Default, PartialEq)]
+struct PtxasReport {
+    registers: usize,
+    /// Local memory per thread: arrays ptxas could not keep in registers, and spills.
+    stack_bytes: usize,
+    spill_stores: usize,
+    spill_loads: usize,
+}
+
+/// Reads ptxas' `-v` lines: `… N bytes stack frame, N bytes spill stores, N bytes spill loads` and
+/// `… Used N registers, …`.
+fn ptxas_report(log: &str) -> Option<PtxasReport> {
+    let number_before = |line: &str, what: &str| -> Option<usize> {
+        let head = &line[..line.find(what)?];
+        head.split(|c: char| !c.is_ascii_digit()).rfind(|s| !s.is_empty())?.parse().ok()
+    };
+    let mut report = PtxasReport::default();
+    let (mut frame, mut used) = (false, false);
+    for line in log.lines() {
+        if line.contains("bytes stack frame") {
+            report.stack_bytes = number_before(line, " bytes stack frame")?;
+            report.spill_stores = number_before(line, " bytes spill stores")?;
+            report.spill_loads = number_before(line, " bytes spill loads")?;
+            frame = true;
+        }
+        if line.contains(" registers") && line.contains("Used ") {
+            report.registers = number_before(line, " registers")?;
+            used = true;
+        }
+    }
+    (frame && used).then_some(report)
+}
+
+#[test]
+fn ptxas_report_reads_the_verbose_lines() {
+    let log = "ptxas info    : 0 bytes gmem\nptxas info    : Compiling entry function 'k' for 'sm_90a'\nptxas info    : Function properties for k\nptxas         .     16 bytes stack frame, 12 bytes spill stores, 36 bytes spill loads\nptxas info    : Used 255 registers, used 1 barriers, 16 bytes cumulative stack size\n";
+    assert_eq!(ptxas_report(log), Some(PtxasReport { registers: 255, stack_bytes: 16, spill_stores: 12, spill_loads: 36 }));
+    assert_eq!(ptxas_report("ptxas info    : Used 8 registers\n"), None, "no stack-frame line");
+}
+
+/// NVRTC compiles every tensor-core kernel for sm_80 (A100) and sm_90a (H100/H200) as the runtime
+/// would, and ptxas keeps the register-tile kernels that use `ldmatrix` (the ones `MLAGENT_ATTENTION=mma`
+/// runs) in registers: the forward and dQ kernels with no local memory at all, dK/dV (255 registers:
+/// its Sᵀ, dPᵀ and both accumulators) with at most a few words of spill. Prints ptxas' numbers for all.
+#[test]
+fn tensor_core_kernels_compile_with_nvrtc() {
+    let nvrtc = match Nvrtc::find() {
+        Ok(n) => n,
+        Err(why) if std::env::var_os("MLAGENT_REQUIRE_NVRTC").is_some() => panic!("MLAGENT_REQUIRE_NVRTC is set but NVRTC is unusable: {why}"),
+        Err(why) => {
+            eprintln!("skipping: {why} (set MLAGENT_NVRTC to a folder with lib/libnvrtc.so* and include/; .ci/run fetches one)");
+            return;
+        }
+    };
+    let Some(dev) = device() else { return };
+    eprintln!("NVRTC {}.{}", nvrtc.version.0, nvrtc.version.1);
+    eprintln!("{:<22} {:>7} {:>5} {:>6} {:>7} {:>7}", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld");
+    let mut failures = Vec::new();
+    for (sm, arch) in [(80, "sm_80"), (90, "sm_90a")] {
+        for k in tensor_core_kernels(&dev, sm) {
+            let log = match nvrtc.compile(&k.source, arch) {
+                Ok(log) => log,
+                Err(log) => {
+                    failures.push(format!("{} ({arch}) does not compile:\n{}", k.name, log.lines().filter(|l| l.contains("error")).take(10).collect::<Vec<_>>().join("\n")));
+                    continue;
+                }
+            };
+            let r = ptxas_report(&log).unwrap_or_else(|| panic!("{} ({arch}): no ptxas report in\n{log}", k.name));
+            eprintln!("{:<22} {:>7} {:>5} {:>6} {:>7} {:>7}", k.name, arch, r.registers, r.stack_bytes, r.spill_stores, r.spill_loads);
+            if k.family == Family::Mma {
+                let limit = if k.name.starts_with("mma dkv") { 64 } else { 0 };
+                if r.stack_bytes > limit || r.spill_stores > limit || r.spill_loads > limit {
+                    failures.push(format!("{} ({arch}): {r:?}, more local memory than {limit} bytes", k.name));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
