@@ -6,10 +6,11 @@
 //!   shape the GPU runs (bf16, head dim 128) with the runtime's options and checks the source: the
 //!   expected WMMA / `mma.sync` / `ldmatrix` calls, shared arrays at aligned offsets.
 //! - [`tensor_core_kernels_compile_with_nvrtc`] compiles every one of those sources with NVRTC for
-//!   sm_80 and sm_90a (the runtime's arch flag, include path and `-lineinfo`, plus ptxas' report)
-//!   and checks what ptxas says about registers and local memory. NVRTC is a host library: `.ci/run`
-//!   fetches NVIDIA's wheels from PyPI and points `MLAGENT_NVRTC` at them. Without it the test says
-//!   so and skips, unless `MLAGENT_REQUIRE_NVRTC` is set.
+//!   sm_80 and sm_90a (the runtime's arch flag, include path and `-lineinfo`, plus ptxas' report),
+//!   checks what ptxas says about registers and local memory and, with `nvdisasm`, counts the
+//!   instructions of the hottest loop. NVRTC is a host library: `.ci/run` fetches NVIDIA's wheels
+//!   from PyPI and points `MLAGENT_NVRTC` at them. Without it the test says so and skips, unless
+//!   `MLAGENT_REQUIRE_NVRTC` is set.
 //!
 //! (The wgpu client only hosts the kernels' expansion; nothing is launched.)
 
@@ -66,9 +67,9 @@ fn runtime_options(sm: u32) -> CompilationOptions {
     }
 }
 
-fn to_cuda(definition: KernelDefinition, sm: u32) -> String {
+fn to_cuda(definition: KernelDefinition, sm: u32, mode: ExecutionMode) -> String {
     cubecl::cuda::CudaCompiler::default()
-        .compile(definition, &runtime_options(sm), ExecutionMode::Checked, AddressType::U32.unsigned_type())
+        .compile(definition, &runtime_options(sm), mode, AddressType::U32.unsigned_type())
         .expect("CUDA code generation")
         .to_string()
 }
@@ -86,7 +87,9 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
     // Tensors: none in place. After them come the two scalars (scale, q_offset) as `()`.
     let t = || TensorCompilationArg { inplace: None };
     let mut out = Vec::new();
-    let mut push = |name: String, family, mma_calls, definition| out.push(CudaKernel { name, family, mma_calls, source: to_cuda(definition, sm) });
+    // `cube/mod.rs` launches the register-tile kernels unchecked (they guard their own indices).
+    let mode = |family| if family == Family::Cmma { ExecutionMode::Checked } else { ExecutionMode::Unchecked };
+    let mut push = |name: String, family, mma_calls, definition| out.push(CudaKernel { name, family, mma_calls, source: to_cuda(definition, sm, mode(family)) });
 
     let planes = attention_cmma::PLANES;
     let cmma = KernelSettings::default().cube_dim(CubeDim::new_2d(attention_cmma::PLANE as u32, planes as u32)).address_type(AddressType::U32);
@@ -193,6 +196,8 @@ struct Nvrtc {
     lib: libloading::Library,
     include: PathBuf,
     version: (i32, i32),
+    /// `bin/nvdisasm` beside `lib/`, when there.
+    nvdisasm: Option<PathBuf>,
 }
 
 type Program = *mut std::ffi::c_void;
@@ -221,12 +226,24 @@ impl Nvrtc {
             let f: libloading::Symbol<unsafe extern "C" fn(*mut i32, *mut i32) -> i32> = lib.get(b"nvrtcVersion").map_err(|e| e.to_string())?;
             f(&mut version.0, &mut version.1);
         }
-        Ok(Nvrtc { lib, include, version })
+        let nvdisasm = Some(root.join("bin/nvdisasm")).filter(|p| p.is_file());
+        Ok(Nvrtc { lib, include, version, nvdisasm })
     }
 
-    /// Compiles `source` with cubecl-cuda's options for `arch` plus `--ptxas-options=-v`; the log on
-    /// success (ptxas' report), the log as the error otherwise.
-    fn compile(&self, source: &str, arch: &str) -> Result<String, String> {
+    /// `cubin` as `nvdisasm` prints it; `None` without `nvdisasm`.
+    fn disassemble(&self, cubin: &[u8], name: &str) -> Option<String> {
+        let tool = self.nvdisasm.as_ref()?;
+        let path = std::env::temp_dir().join(format!("mlagent-{}-{name}.cubin", std::process::id()));
+        std::fs::write(&path, cubin).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        let out = std::process::Command::new(tool).arg(&path).output().unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "{} {name}: {}", tool.display(), String::from_utf8_lossy(&out.stderr));
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Compiles `source` with cubecl-cuda's options for `arch` plus `--ptxas-options=-v`: the log
+    /// (ptxas' report) and the machine code (CUBIN) on success, the log as the error otherwise.
+    fn compile(&self, source: &str, arch: &str) -> Result<(String, Vec<u8>), String> {
         use std::ffi::{CString, c_char};
         let options: Vec<CString> = [
             format!("--gpu-architecture={arch}"),
@@ -249,6 +266,8 @@ impl Nvrtc {
             let log_size: unsafe extern "C" fn(Program, *mut usize) -> i32 = std::mem::transmute(sym(b"nvrtcGetProgramLogSize")?);
             let get_log: unsafe extern "C" fn(Program, *mut c_char) -> i32 = std::mem::transmute(sym(b"nvrtcGetProgramLog")?);
             let destroy: unsafe extern "C" fn(*mut Program) -> i32 = std::mem::transmute(sym(b"nvrtcDestroyProgram")?);
+            let cubin_size: unsafe extern "C" fn(Program, *mut usize) -> i32 = std::mem::transmute(sym(b"nvrtcGetCUBINSize")?);
+            let get_cubin: unsafe extern "C" fn(Program, *mut c_char) -> i32 = std::mem::transmute(sym(b"nvrtcGetCUBIN")?);
             let mut program: Program = std::ptr::null_mut();
             let rc = create(&mut program, source.as_ptr(), c"kernel.cu".as_ptr(), 0, std::ptr::null(), std::ptr::null());
             if rc != 0 {
@@ -259,9 +278,16 @@ impl Nvrtc {
             log_size(program, &mut n);
             let mut log = vec![0u8; n.max(1)];
             get_log(program, log.as_mut_ptr().cast());
+            let mut cubin = Vec::new();
+            if rc == 0 {
+                let mut n = 0usize;
+                cubin_size(program, &mut n);
+                cubin = vec![0u8; n];
+                get_cubin(program, cubin.as_mut_ptr().cast());
+            }
             destroy(&mut program);
             let log = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(log.len())]).into_owned();
-            if rc == 0 { Ok(log) } else { Err(log) }
+            if rc == 0 { Ok((log, cubin)) } else { Err(log) }
         }
     }
 }
@@ -300,6 +326,52 @@ fn ptxas_report(log: &str) -> Option<PtxasReport> {
     (frame && used).then_some(report)
 }
 
+/// The instructions of a kernel's hottest loop in machine code (SASS, as `nvdisasm` prints it):
+/// of the loops (a label, and a later branch back to it), the one with the most tensor-core
+/// instructions (`HMMA`).
+#[derive(Debug, PartialEq)]
+struct HotLoop {
+    instructions: usize,
+    hmma: usize,
+}
+
+fn hot_loop(sass: &str) -> Option<HotLoop> {
+    // (label or None, opcode) per line, in program order.
+    let mut labels = std::collections::HashMap::new();
+    let mut code: Vec<(String, Option<String>)> = Vec::new();
+    for line in sass.lines() {
+        let line = line.trim();
+        if let Some(label) = line.strip_suffix(':').filter(|l| l.starts_with(".L_x_")) {
+            labels.insert(label.to_string(), code.len());
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("/*").and_then(|r| r.split_once("*/")).map(|(_, r)| r.trim()) else { continue };
+        let rest = rest.trim_end_matches(';').trim();
+        // Skip data (`.byte`, `.dword`) and a guard predicate (`@P0`, `@!UP1`).
+        let mut words = rest.split_whitespace().filter(|w| !w.starts_with('@'));
+        let Some(op) = words.next().filter(|w| w.chars().next().is_some_and(|c| c.is_ascii_uppercase())) else { continue };
+        let target = op.starts_with("BRA").then(|| rest.split('`').nth(1).map(|t| t.trim_matches(|c| c == '(' || c == ')').to_string())).flatten();
+        code.push((op.to_string(), target));
+    }
+    code.iter()
+        .enumerate()
+        .filter_map(|(end, (_, target))| {
+            let start = *labels.get(target.as_ref()?)?;
+            (start <= end).then(|| {
+                let body = &code[start..=end];
+                HotLoop { instructions: body.len(), hmma: body.iter().filter(|(op, _)| op.starts_with("HMMA")).count() }
+            })
+        })
+        .max_by_key(|l| l.hmma)
+}
+
+#[test]
+fn hot_loop_finds_the_loop_with_the_most_hmma() {
+    let sass = "        /*0000*/                   MOV R1, c[0x0][0x28] ;\n.L_x_1:\n        /*0010*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0020*/               @P0 BRA `(.L_x_1) ;\n.L_x_2:\n        /*0030*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0040*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0050*/                   FMUL R2, R2, R3 ;\n        /*0060*/              @!P1 BRA `(.L_x_2) ;\n        /*0070*/                   EXIT ;\n        /*0080*/                   BRA `(.L_x_3);\n.L_x_3:\n";
+    assert_eq!(hot_loop(sass), Some(HotLoop { instructions: 4, hmma: 2 }));
+    assert_eq!(hot_loop("        /*0000*/                   EXIT ;\n"), None);
+}
+
 #[test]
 fn ptxas_report_reads_the_verbose_lines() {
     let log = "ptxas info    : 0 bytes gmem\nptxas info    : Compiling entry function 'k' for 'sm_90a'\nptxas info    : Function properties for k\nptxas         .     16 bytes stack frame, 12 bytes spill stores, 36 bytes spill loads\nptxas info    : Used 255 registers, used 1 barriers, 16 bytes cumulative stack size\n";
@@ -308,38 +380,56 @@ fn ptxas_report_reads_the_verbose_lines() {
 }
 
 /// NVRTC compiles every tensor-core kernel for sm_80 (A100) and sm_90a (H100/H200) as the runtime
-/// would, and ptxas keeps the register-tile kernels that use `ldmatrix` (the ones `MLAGENT_ATTENTION=mma`
-/// runs) in registers: the forward and dQ kernels with no local memory at all, dK/dV (255 registers:
-/// its Sᵀ, dPᵀ and both accumulators) with at most a few words of spill. Prints ptxas' numbers for all.
+/// would, and the register-tile kernels that use `ldmatrix` (the ones `MLAGENT_ATTENTION=mma` runs)
+/// stay in registers: ptxas reports no local memory (spills or arrays) for them. Where `nvdisasm`
+/// is at hand (`bin/` beside NVRTC's `lib/`), their machine code is read too: the hottest loop holds
+/// the expected tensor-core instructions and at most a budget of other instructions per `HMMA`
+/// (softmax, fragment loads, staging, addresses): a static count, not a timing, that catches the
+/// regressions a GPU would show as lost throughput (bounds-checked reads, vectors built element
+/// by element, per-score branches: the forward had 12.3 instructions per `HMMA` with those, now 7).
+/// Prints the numbers for all kernels.
 #[test]
 fn tensor_core_kernels_compile_with_nvrtc() {
+    let require = std::env::var_os("MLAGENT_REQUIRE_NVRTC").is_some();
     let nvrtc = match Nvrtc::find() {
         Ok(n) => n,
-        Err(why) if std::env::var_os("MLAGENT_REQUIRE_NVRTC").is_some() => panic!("MLAGENT_REQUIRE_NVRTC is set but NVRTC is unusable: {why}"),
+        Err(why) if require => panic!("MLAGENT_REQUIRE_NVRTC is set but NVRTC is unusable: {why}"),
         Err(why) => {
             eprintln!("skipping: {why} (set MLAGENT_NVRTC to a folder with lib/libnvrtc.so* and include/; .ci/run fetches one)");
             return;
         }
     };
+    assert!(nvrtc.nvdisasm.is_some() || !require, "MLAGENT_REQUIRE_NVRTC is set but there is no bin/nvdisasm beside NVRTC");
     let Some(dev) = device() else { return };
-    eprintln!("NVRTC {}.{}", nvrtc.version.0, nvrtc.version.1);
-    eprintln!("{:<22} {:>7} {:>5} {:>6} {:>7} {:>7}", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld");
+    eprintln!("NVRTC {}.{}{}", nvrtc.version.0, nvrtc.version.1, if nvrtc.nvdisasm.is_none() { " (no nvdisasm: machine code not read)" } else { "" });
+    eprintln!("{:<22} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>6} {:>9}", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld", "loop-instr", "HMMA", "per-HMMA");
     let mut failures = Vec::new();
     for (sm, arch) in [(80, "sm_80"), (90, "sm_90a")] {
         for k in tensor_core_kernels(&dev, sm) {
-            let log = match nvrtc.compile(&k.source, arch) {
-                Ok(log) => log,
+            let (log, cubin) = match nvrtc.compile(&k.source, arch) {
+                Ok(out) => out,
                 Err(log) => {
                     failures.push(format!("{} ({arch}) does not compile:\n{}", k.name, log.lines().filter(|l| l.contains("error")).take(10).collect::<Vec<_>>().join("\n")));
                     continue;
                 }
             };
             let r = ptxas_report(&log).unwrap_or_else(|| panic!("{} ({arch}): no ptxas report in\n{log}", k.name));
-            eprintln!("{:<22} {:>7} {:>5} {:>6} {:>7} {:>7}", k.name, arch, r.registers, r.stack_bytes, r.spill_stores, r.spill_loads);
-            if k.family == Family::Mma {
-                let limit = if k.name.starts_with("mma dkv") { 64 } else { 0 };
-                if r.stack_bytes > limit || r.spill_stores > limit || r.spill_loads > limit {
-                    failures.push(format!("{} ({arch}): {r:?}, more local memory than {limit} bytes", k.name));
+            let hot = nvrtc.disassemble(&cubin, &format!("{}-{arch}", k.name.replace(' ', "_"))).map(|sass| hot_loop(&sass).unwrap_or_else(|| panic!("{} ({arch}): no loop in its machine code", k.name)));
+            let (li, lh, per) = hot.as_ref().map_or(("-".into(), "-".into(), "-".into()), |h| {
+                (h.instructions.to_string(), h.hmma.to_string(), format!("{:.2}", h.instructions as f64 / h.hmma.max(1) as f64))
+            });
+            eprintln!("{:<22} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>6} {:>9}", k.name, arch, r.registers, r.stack_bytes, r.spill_stores, r.spill_loads, li, lh, per);
+            if k.family != Family::Mma {
+                continue;
+            }
+            if r.stack_bytes > 0 || r.spill_stores > 0 || r.spill_loads > 0 {
+                failures.push(format!("{} ({arch}): {r:?}: local memory", k.name));
+            }
+            if let Some(h) = hot {
+                // Today (NVRTC 13.5): forward 6.8–7.0, dQ 4.7, dK/dV 4.5 instructions per HMMA.
+                let budget = if k.name.starts_with("mma fwd") { 8.0 } else { 5.5 };
+                if h.hmma != k.mma_calls || h.instructions as f64 > budget * h.hmma as f64 {
+                    failures.push(format!("{} ({arch}): hottest loop {h:?}, expected {} HMMA and at most {budget} instructions per HMMA", k.name, k.mma_calls));
                 }
             }
         }

@@ -72,10 +72,11 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize) -> usize {
 /// and V come as vectors of `N` elements (a divisor of 8): their last dimension contiguous, every
 /// stride a multiple of `N`.
 ///
-/// `exp` and `ln` compile to the hardware's approximate instructions on CUDA (`__expf`: a few ulp,
-/// far below the input dtype's precision; FlashAttention does the same with `exp2f`): every value
-/// here is finite (masked scores are `f32::MIN`, never `-inf`).
-#[cube(launch, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
+/// `scale` must be positive (row maxima are taken before scaling). `exp` and `ln` compile to the
+/// hardware's approximate instructions on CUDA (`__expf`: a few ulp, far below the input dtype's
+/// precision; FlashAttention does the same with `exp2f`): masked scores are `f32::MIN`, never
+/// `-inf`, and `exp` of `f32::MIN·scale − off` (or of its overflow to `-inf`) is 0.
+#[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -118,7 +119,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
 
     // Q's fragments, once: [16, D] per plane, 4 registers per 16 columns.
     let qb = b * q.stride(0) + h * q.stride(1);
-    stage_rows_vec::<F, N>(q, qb, first_row, tq, &mut qs, block_q, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, block_q, ld, head_dim, vs, units);
     sync_cube();
     let q_off = plane * ROWS_PER_PLANE * ld;
     let mut qa = Array::<Vector<F, Const<2>>>::new(comptime!(4 * (head_dim / 16)));
@@ -161,12 +162,13 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     let full_end = visible_end(first_row, tk, q_offset, causal);
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
+    let (k_rs, v_rs) = (k.stride(2), v.stride(2));
     let mut kt = start;
     while kt < end {
         // 1. K and V tiles (the barrier first: the previous tile's fragment loads are done).
         sync_cube();
-        stage_rows_vec::<F, N>(k, kb, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
-        stage_rows_vec::<F, N>(v, vb, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
+        stage_rows_vec::<F, N>(k, kb, k_rs, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
+        stage_rows_vec::<F, N>(v, vb, v_rs, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
         sync_cube();
 
         // 2. S = Q Kᵀ: key block j (8 keys) in vectors 2j, 2j + 1.
@@ -190,8 +192,25 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             }
         }
 
-        // 3. Scaled, masked scores (masked: `lowest`), the rows' tile maxima over the quads.
+        // 3. The rows' maxima over the tile and the quad, taken on the raw scores (the launcher
+        // runs this kernel only for scale > 0, so max(s)·scale = max(s·scale)). Only in a tile
+        // that some row of the cube cannot fully see are hidden scores set to `lowest` first.
         let masked = kt < pad_b || kt + BLOCK_K > full_end;
+        if masked {
+            #[unroll]
+            for j in 0..comptime!(BLOCK_K / 8) {
+                #[unroll]
+                for r in 0..2usize {
+                    let mut x = s[2 * j + r];
+                    #[unroll]
+                    for e in 0..2usize {
+                        let key = kt + 8 * j + 2 * t + e;
+                        x[e] = select(key < pad_b || key >= hi[r], lowest, x[e]);
+                    }
+                    s[2 * j + r] = x;
+                }
+            }
+        }
         let mut mt = Array::<f32>::new(2usize);
         #[unroll]
         for r in 0..2usize {
@@ -201,29 +220,28 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
         for j in 0..comptime!(BLOCK_K / 8) {
             #[unroll]
             for r in 0..2usize {
-                let mut x = s[2 * j + r] * Vector::new(scale);
-                #[unroll]
-                for e in 0..2usize {
-                    let key = kt + 8 * j + 2 * t + e;
-                    if masked && (key < pad_b || key >= hi[r]) {
-                        x[e] = lowest;
-                    }
-                    mt[r] = mt[r].max(x[e]);
-                }
-                s[2 * j + r] = x;
+                let x = s[2 * j + r];
+                mt[r] = mt[r].max(x[0].max(x[1]));
             }
         }
+        // The exponents' offsets: the scaled row maxima, or 0 while a row has seen no key (its
+        // hidden scores, lowest·scale, then give exp(…) = 0 without a test per score).
+        let mut off = Array::<f32>::new(2usize);
         #[unroll]
         for r in 0..2usize {
             let tile_max = quad_max(mt[r], &mut xs, emulate);
-            let m_new = m[r].max(tile_max);
+            let m_new = m[r].max(select(tile_max > lowest, tile_max * scale, lowest));
             // 1 when m stays; 0 when the row saw no key before (l and O are 0 then).
             let corr = (m[r] - m_new).exp();
             m[r] = m_new;
+            off[r] = select(m_new > lowest, m_new, f32::new(0.0));
             l[r] *= corr;
-            #[unroll]
-            for n in 0..nd {
-                o[2 * n + r] = o[2 * n + r] * Vector::new(corr);
+            // Once the maxima settle, most tiles keep them: skip the 2·D/8 multiplies then.
+            if corr < f32::new(1.0) {
+                #[unroll]
+                for n in 0..nd {
+                    o[2 * n + r] = o[2 * n + r] * Vector::new(corr);
+                }
             }
         }
 
@@ -233,14 +251,13 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             let mut pa = Array::<Vector<F, Const<2>>>::new(4usize);
             #[unroll]
             for i in 0..4usize {
-                // Register i: row half i % 2, key block 2kk + i / 2.
+                // Register i: row half i % 2, key block 2kk + i / 2. P = exp(s·scale − off): one
+                // fused multiply-add per score before the exponential.
                 let x = s[2 * (2 * kk + i / 2) + i % 2];
-                let mut p = Vector::<f32, Const<2>>::new(f32::new(0.0));
+                let mut p = Vector::<f32, Const<2>>::empty();
                 #[unroll]
                 for e in 0..2usize {
-                    if x[e] > lowest {
-                        p[e] = (x[e] - m[i % 2]).exp();
-                    }
+                    p[e] = (x[e] * scale - off[i % 2]).exp();
                 }
                 l[i % 2] += p[0] + p[1];
                 pa[i] = Vector::<F, Const<2>>::cast_from(p);

@@ -140,7 +140,7 @@ fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
 
 /// dQ: cube (`16·planes` query rows, head, batch); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
 /// contiguous; Q, K, V, dO as vectors of `N` (see [`super::attention_mma::flash_fwd_mma_kernel`]).
-#[cube(launch, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
+#[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -183,8 +183,8 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
 
     let qb = b * q.stride(0) + h * q.stride(1);
     let ob = b * dout.stride(0) + h * dout.stride(1);
-    stage_rows_vec::<F, N>(q, qb, first_row, tq, &mut qs, rows, ld, head_dim, vs, units);
-    stage_rows_vec::<F, N>(dout, ob, first_row, tq, &mut dos, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(dout, ob, dout.stride(2), first_row, tq, &mut dos, rows, ld, head_dim, vs, units);
 
     // This unit's rows g and g + 8 of its plane: visible keys [pad_b, hi), lse and D.
     let g = lane / 4;
@@ -209,37 +209,51 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
 
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
+    let (k_rs, v_rs) = (k.stride(2), v.stride(2));
     let (start, end) = key_range(first_row, rows, tq, tk, pad_b, q_offset, BLOCK_K, causal);
     let full_end = visible_end(first_row, tk, q_offset, causal);
     let mut kt = start;
     while kt < end {
         sync_cube();
-        stage_rows_vec::<F, N>(k, kb, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
-        stage_rows_vec::<F, N>(v, vb, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
+        stage_rows_vec::<F, N>(k, kb, k_rs, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
+        stage_rows_vec::<F, N>(v, vb, v_rs, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
         sync_cube();
         // S = Q Kᵀ and dP = dO Vᵀ: [16, D] × [D, 64].
         let mut s = zeros(comptime!(2 * BLOCK_K / 8));
         let mut dp = zeros(comptime!(2 * BLOCK_K / 8));
         abt::<F, N>(&qs, q_off, &ks, &mut s, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
         abt::<F, N>(&dos, q_off, &vt, &mut dp, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
-        // dS = P∘(dP − D) on visible keys, into s.
-        let masked = kt < pad_b || kt + BLOCK_K > full_end;
+        // dS = P∘(dP − D), into s; then, only in a tile some row of the cube cannot fully see,
+        // zero on hidden keys (selects, not branches: P may be inf there). Rows past Tq and
+        // padding queries have lse = f32::MAX, so P = 0.
         #[unroll]
         for j in 0..comptime!(BLOCK_K / 8) {
             #[unroll]
             for r in 0..2usize {
                 let x = s[2 * j + r];
                 let y = dp[2 * j + r];
-                let mut ds = Vector::<f32, Const<2>>::new(f32::new(0.0));
+                let mut ds = Vector::<f32, Const<2>>::empty();
                 #[unroll]
                 for e in 0..2usize {
-                    let key = kt + 8 * j + 2 * t + e;
-                    if !masked || (key >= pad_b && key < hi[r]) {
-                        let p = (x[e] * scale - lse_r[r]).exp();
-                        ds[e] = p * (y[e] - delta_r[r]);
-                    }
+                    let p = (x[e] * scale - lse_r[r]).exp();
+                    ds[e] = p * (y[e] - delta_r[r]);
                 }
                 s[2 * j + r] = ds;
+            }
+        }
+        if kt < pad_b || kt + BLOCK_K > full_end {
+            #[unroll]
+            for j in 0..comptime!(BLOCK_K / 8) {
+                #[unroll]
+                for r in 0..2usize {
+                    let mut ds = s[2 * j + r];
+                    #[unroll]
+                    for e in 0..2usize {
+                        let key = kt + 8 * j + 2 * t + e;
+                        ds[e] = select(key >= pad_b && key < hi[r], ds[e], f32::new(0.0));
+                    }
+                    s[2 * j + r] = ds;
+                }
             }
         }
         // dQ += dS K: [16, 64] × [64, D].
@@ -264,7 +278,7 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
 
 /// dK, dV: cube (`16·planes` key rows, KV head, batch), looping over the query tiles of the G query
 /// heads that share the KV head; dk, dv `[B, K, Tk, D]` contiguous.
-#[cube(launch, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
+#[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -311,8 +325,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
 
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
-    stage_rows_vec::<F, N>(k, kb, first_key, tk, &mut ks, rows, ld, head_dim, vs, units);
-    stage_rows_vec::<F, N>(v, vb, first_key, tk, &mut vt, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(k, kb, k.stride(2), first_key, tk, &mut ks, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(v, vb, v.stride(2), first_key, tk, &mut vt, rows, ld, head_dim, vs, units);
 
     // This unit's key rows g and g + 8 of its plane.
     let g = lane / 4;
@@ -323,6 +337,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
     for r in 0..2usize {
         key_ok[r] = key0 + 8 * r < tk && key0 + 8 * r >= pad_b;
     }
+    // Every key row of the cube is a real, unpadded key.
+    let keys_full = first_key >= pad_b && first_key + rows <= tk;
     let k_off = plane * ROWS_PER_PLANE * ld;
     let mut acc_k = zeros(comptime!(2 * (head_dim / 8)));
     let mut acc_v = zeros(comptime!(2 * (head_dim / 8)));
@@ -332,6 +348,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
         q_start = ((first_key - q_offset) / BLOCK_Q) * BLOCK_Q;
     }
 
+    let (q_rs, o_rs) = (q.stride(2), dout.stride(2));
     for gi in 0..groups {
         let h = kvh * groups + gi;
         let qb = b * q.stride(0) + h * q.stride(1);
@@ -340,8 +357,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
         let mut qt = q_start;
         while qt < tq {
             sync_cube();
-            stage_rows_vec::<F, N>(q, qb, qt, tq, &mut qs, BLOCK_Q, ld, head_dim, vs, units);
-            stage_rows_vec::<F, N>(dout, ob, qt, tq, &mut dos, BLOCK_Q, ld, head_dim, vs, units);
+            stage_rows_vec::<F, N>(q, qb, q_rs, qt, tq, &mut qs, BLOCK_Q, ld, head_dim, vs, units);
+            stage_rows_vec::<F, N>(dout, ob, o_rs, qt, tq, &mut dos, BLOCK_Q, ld, head_dim, vs, units);
             // units ≥ 32 = BLOCK_Q.
             if tid < BLOCK_Q {
                 let qi = qt + tid;
@@ -360,31 +377,48 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
             let mut dpt = zeros(comptime!(2 * BLOCK_Q / 8));
             abt::<F, N>(&ks, k_off, &qs, &mut st, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
             abt::<F, N>(&vt, k_off, &dos, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
-            // Pᵀ (into st) and dSᵀ = Pᵀ∘(dPᵀ − D) (into dpt) on visible pairs.
+            // Pᵀ (into st) and dSᵀ = Pᵀ∘(dPᵀ − D) (into dpt); then, only in a tile where some
+            // (key, query) pair of the cube is hidden, zero on hidden pairs (selects: P may be
+            // inf there). Queries past Tq have lse = f32::MAX, so P = 0.
             #[unroll]
             for j in 0..comptime!(BLOCK_Q / 8) {
                 #[unroll]
                 for r in 0..2usize {
                     let x = st[2 * j + r];
                     let y = dpt[2 * j + r];
-                    let mut p = Vector::<f32, Const<2>>::new(f32::new(0.0));
-                    let mut ds = Vector::<f32, Const<2>>::new(f32::new(0.0));
+                    let mut p = Vector::<f32, Const<2>>::empty();
+                    let mut ds = Vector::<f32, Const<2>>::empty();
                     #[unroll]
                     for e in 0..2usize {
                         let col = 8 * j + 2 * t + e;
-                        let qi = qt + col;
-                        let mut vis = key_ok[r] && qi < tq;
-                        if causal {
-                            vis = vis && key0 + 8 * r <= q_offset + qi;
-                        }
-                        if vis {
-                            let pe = (x[e] * scale - lse_s[col]).exp();
-                            p[e] = pe;
-                            ds[e] = pe * (y[e] - delta_s[col]);
-                        }
+                        let pe = (x[e] * scale - lse_s[col]).exp();
+                        p[e] = pe;
+                        ds[e] = pe * (y[e] - delta_s[col]);
                     }
                     st[2 * j + r] = p;
                     dpt[2 * j + r] = ds;
+                }
+            }
+            if !keys_full || qt + BLOCK_Q > tq || (causal && first_key + rows > q_offset + qt + 1) {
+                #[unroll]
+                for j in 0..comptime!(BLOCK_Q / 8) {
+                    #[unroll]
+                    for r in 0..2usize {
+                        let mut p = st[2 * j + r];
+                        let mut ds = dpt[2 * j + r];
+                        #[unroll]
+                        for e in 0..2usize {
+                            let qi = qt + 8 * j + 2 * t + e;
+                            let mut vis = key_ok[r] && qi < tq;
+                            if causal {
+                                vis = vis && key0 + 8 * r <= q_offset + qi;
+                            }
+                            p[e] = select(vis, p[e], f32::new(0.0));
+                            ds[e] = select(vis, ds[e], f32::new(0.0));
+                        }
+                        st[2 * j + r] = p;
+                        dpt[2 * j + r] = ds;
+                    }
                 }
             }
             // dV += Pᵀ dO and dK += dSᵀ Q: [16, 32] × [32, D].

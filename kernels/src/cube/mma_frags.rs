@@ -25,15 +25,18 @@
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::prelude::*;
 
-/// Copies rows `first..first + rows` of the `[.., T, D]` tensor slice at element offset `base`
-/// into `sh` (row stride `ld` elements), zero past `t`, a vector of `vs` elements at a time; the
-/// tensor's last dimension is contiguous and every stride a multiple of `vs`. All `units` units of
-/// the cube take part.
+/// Copies rows `first..first + rows` of a `[.., T, D]` tensor slice into `sh` (row stride `ld`
+/// elements), zero past `t`, a vector of `vs` elements at a time: the slice's row 0 starts at
+/// element `base` and rows are `row_stride` elements apart (both multiples of `vs`; the last
+/// dimension is contiguous). All `units` units of the cube take part. The passes are unrolled, so a
+/// unit's loads are all in flight before its first shared store, and the row stride is an argument
+/// (read once by the kernel, not from the tensor's metadata on every pass).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn stage_rows_vec<F: Float, N: Size>(
     src: &Tensor<Vector<F, N>>,
     base: usize,
+    row_stride: usize,
     first: usize,
     t: usize,
     sh: &mut SharedMemory<Vector<F, N>>,
@@ -45,16 +48,39 @@ pub fn stage_rows_vec<F: Float, N: Size>(
 ) {
     let vd = comptime!(head_dim / vs);
     let ldv = comptime!(ld / vs);
-    let mut i = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
-    while i < rows * vd {
-        let r = i / vd;
-        let c = i % vd;
-        let mut x = Vector::<F, N>::new(F::new(0.0));
-        if first + r < t {
-            x = src[(base + (first + r) * src.stride(2)) / vs + c];
+    let total = comptime!(rows * vd);
+    let unit = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
+    let row0 = (base + first * row_stride) / vs;
+    let rs = row_stride / vs;
+    if comptime!(units % vd == 0) {
+        // A unit keeps its column `c` and steps `units / vd` rows per pass.
+        let step = comptime!(units / vd);
+        let (r0, c) = (unit / vd, unit % vd);
+        #[unroll]
+        for p in 0..comptime!(total.div_ceil(units)) {
+            let r = r0 + p * step;
+            if comptime!((p + 1) * units <= total) || r < rows {
+                // Stored from either branch: a vector merged from the two would be built element by
+                // element (CubeCL's vectors are structs of scalars in CUDA C++).
+                if first + r < t {
+                    sh[r * ldv + c] = src[row0 + r * rs + c];
+                } else {
+                    sh[r * ldv + c] = Vector::<F, N>::new(F::new(0.0));
+                }
+            }
         }
-        sh[r * ldv + c] = x;
-        i += units;
+    } else {
+        let mut i = unit;
+        while i < total {
+            let r = i / vd;
+            let c = i % vd;
+            if first + r < t {
+                sh[r * ldv + c] = src[row0 + r * rs + c];
+            } else {
+                sh[r * ldv + c] = Vector::<F, N>::new(F::new(0.0));
+            }
+            i += units;
+        }
     }
 }
 
@@ -75,7 +101,14 @@ pub const fn scratch_len(planes: usize, emulate: bool) -> usize {
 #[cube]
 fn elem<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, e: usize, #[comptime] vs: usize) -> F {
     let v = sh[e / vs];
-    v[e % vs]
+    // Picked by selects: indexing a vector at a run-time position puts it in local memory on CUDA.
+    let j = e % vs;
+    let mut x = v[0];
+    #[unroll]
+    for i in 1..vs {
+        x = select(j == i, v[i], x);
+    }
+    x
 }
 
 /// `vs` consecutive elements of a tile row from `start` (a multiple of 8 elements) as the slice
