@@ -52,7 +52,7 @@ pub fn stage_rows_vec<F: Float, N: Size>(
     let unit = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
     let row0 = (base + first * row_stride) / vs;
     let rs = row_stride / vs;
-    if comptime!(units % vd == 0) {
+    if comptime!(units.is_multiple_of(vd)) {
         // A unit keeps its column `c` and steps `units / vd` rows per pass.
         let step = comptime!(units / vd);
         let (r0, c) = (unit / vd, unit % vd);
