@@ -136,24 +136,32 @@ fn flash_attention_kernels_match_reference() {
     // backward at head dim 16: 105 s; at head dim 32: over 6 minutes; the f16 backward at 32 and the
     // f16 forward at 64: over 5 minutes). Head dims 32 (f32, both passes) and 64 (f16, forward)
     // passed when run by hand; see BENCHMARKS.md.
+    // Then two M tiles per plane (32 rows, `MLAGENT_MMA_ROWS=32`): rows past Tq in a 128-row cube
+    // (5 queries), padding, rising keys (one more forward shader; the backward is the same).
     let emulated = [
-        (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4),
-        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4),
-        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4),
-        (rising(case(3, 3, 150, 150, 16, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2),
+        (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4, 1),
+        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 1),
+        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4, 1),
+        (rising(case(3, 3, 150, 150, 16, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2, 1),
+        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 2),
+        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4, 2),
     ];
-    for (c, dtype, tol) in emulated {
+    for (c, dtype, tol, mtiles) in emulated {
         crate::attention_ops::set_backward_kernel(dtype == FloatDType::F32);
+        crate::cube::set_mma_mtiles(mtiles);
         let started = std::time::Instant::now();
         let elem = if dtype == FloatDType::F32 { 4 } else { 2 };
-        let planes = attention_mma::emulation_planes(c.head_dim, elem, max_shared);
+        let planes = attention_mma::emulation_planes(c.head_dim, elem, mtiles, max_shared);
         let bwd_planes = crate::cube::attention_mma_bwd::emulation_planes(c.head_dim, elem, max_shared);
         assert!(planes.is_some() && bwd_planes.is_some(), "{c:?} {dtype:?}: no plane count fits {max_shared} bytes of shared memory");
         let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, dtype, &dev);
         let bwd = if dtype == FloatDType::F32 { "emulated mma kernels" } else { "burn ops" };
-        eprintln!("attention, emulated mma forward ({planes:?} planes), backward {bwd} ({bwd_planes:?}) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?} ({:.0?})", started.elapsed());
-        assert!(e.iter().all(|x| *x < tol), "emulated mma {c:?} {dtype:?}: {e:?}");
+        let ran = crate::cube::last_forward_kernel();
+        eprintln!("attention, emulated {ran:?} forward ({planes:?} planes), backward {bwd} ({bwd_planes:?}) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?} ({:.0?})", started.elapsed());
+        assert_eq!(ran, Some(if mtiles == 1 { "mma-emulated" } else { "mma-emulated-m32" }), "{c:?}: the forward that ran");
+        assert!(e.iter().all(|x| *x < tol), "emulated mma {c:?} {dtype:?} mtiles {mtiles}: {e:?}");
     }
+    crate::cube::set_mma_mtiles(1);
     crate::attention_ops::set_backward_kernel(true);
     set_forward_kernel(ForwardKernel::Auto);
     // The default backward (closed-form reference from burn ops).

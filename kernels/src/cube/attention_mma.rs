@@ -46,31 +46,38 @@ pub const fn ld_tile(head_dim: usize) -> usize {
 }
 
 /// Shared memory the kernel takes, in bytes: Q, K and V tiles, and the emulation scratch.
-pub fn shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> usize {
-    (planes * ROWS_PER_PLANE + 2 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate)
+pub fn shared_bytes(d: usize, elem: usize, planes: usize, mtiles: usize, emulate: bool) -> usize {
+    (planes * mtiles * ROWS_PER_PLANE + 2 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate)
 }
 
 /// Planes per cube when emulating: the most (≤ [`PLANES`]) that fit `max_shared` bytes; `None`
 /// when none does or the head dim is not a multiple of 16 (at most [`MAX_HEAD_DIM`]).
-pub fn emulation_planes(d: usize, elem: usize, max_shared: usize) -> Option<usize> {
+pub fn emulation_planes(d: usize, elem: usize, mtiles: usize, max_shared: usize) -> Option<usize> {
     if !d.is_multiple_of(16) || d > MAX_HEAD_DIM {
         return None;
     }
-    [4, 2, 1].into_iter().find(|&p| shared_bytes(d, elem, p, true) <= max_shared)
+    [4, 2, 1].into_iter().find(|&p| shared_bytes(d, elem, p, mtiles, true) <= max_shared)
 }
 
 /// Loop passes one unit makes (for the software adapter's loop limit; every other loop is
-/// unrolled): the key-tile loop, K and V staging per tile, Q staging.
-pub fn loop_iterations(tk: usize, d: usize, planes: usize) -> usize {
+/// unrolled): the key-tile loop, K and V staging per tile, Q staging (an upper bound: staging is
+/// unrolled where the cube's units divide the tile's vectors per row).
+pub fn loop_iterations(tk: usize, d: usize, planes: usize, mtiles: usize) -> usize {
     let units = planes * PLANE;
     let stage = |rows: usize| (rows * d).div_ceil(units) + 1;
-    tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K)) + stage(planes * ROWS_PER_PLANE) + 1
+    tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K)) + stage(planes * mtiles * ROWS_PER_PLANE) + 1
 }
 
-/// Forward: cube (query tile of `16·planes` rows, head, batch); out `[B, H, Tq, D]` and lse
-/// `[B, H, Tq]` contiguous. `head_dim` must be a multiple of 16, at most [`MAX_HEAD_DIM`]; Q, K
+/// Forward: cube (query tile of `16·mtiles·planes` rows, head, batch); out `[B, H, Tq, D]` and
+/// lse `[B, H, Tq]` contiguous. `head_dim` must be a multiple of 16, at most [`MAX_HEAD_DIM`]; Q, K
 /// and V come as vectors of `N` elements (a divisor of 8): their last dimension contiguous, every
 /// stride a multiple of `N`.
+///
+/// `mtiles` is the number of 16-row M tiles per plane. With 1, Q's fragments stay in registers and
+/// every plane reads the whole K and V tiles for its 16 rows. With 2 (FlashAttention-2's 32 rows
+/// per warp), each K and V fragment serves both M tiles, so shared-memory reads per tensor-core
+/// operation drop by about 40% (Q's fragments are then re-read from shared memory per key tile),
+/// for twice the accumulator registers.
 ///
 /// `scale` must be positive (row maxima are taken before scaling). `exp` and `ln` compile to the
 /// hardware's approximate instructions on CUDA (`__expf`: a few ulp, far below the input dtype's
@@ -90,6 +97,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     #[comptime] causal: bool,
     #[comptime] head_dim: usize,
     #[comptime] planes: usize,
+    #[comptime] mtiles: usize,
     #[comptime] ldmatrix: bool,
     #[comptime] emulate: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
@@ -97,7 +105,8 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     let lane = UNIT_POS_X as usize;
     let plane = UNIT_POS_Y as usize;
     let units = comptime!(PLANE * planes);
-    let block_q = comptime!(ROWS_PER_PLANE * planes);
+    let plane_rows = comptime!(ROWS_PER_PLANE * mtiles);
+    let block_q = comptime!(plane_rows * planes);
     let first_row = CUBE_POS_X as usize * block_q;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
@@ -111,49 +120,52 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     // Head-dim steps of 16 (S's reduction), column blocks of 8 (O's accumulators).
     let nk = comptime!(head_dim / 16);
     let nd = comptime!(head_dim / 8);
+    // Per M tile: S's accumulator vectors (2 per 8 keys) and O's (2 per 8 columns); rows per unit.
+    let sl = comptime!(2 * BLOCK_K / 8);
+    let ol = comptime!(2 * nd);
+    let nr = comptime!(2 * mtiles);
+    let q_in_regs = comptime!(mtiles == 1);
 
     let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(block_q * ld_tile(head_dim) / vs));
     let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
     let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
     let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
 
-    // Q's fragments, once: [16, D] per plane, 4 registers per 16 columns.
     let qb = b * q.stride(0) + h * q.stride(1);
     stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, block_q, ld, head_dim, vs, units);
     sync_cube();
-    let q_off = plane * ROWS_PER_PLANE * ld;
-    let mut qa = Array::<Vector<F, Const<2>>>::new(comptime!(4 * (head_dim / 16)));
-    #[unroll]
-    for kk in 0..nk {
-        let a = load_a::<F, N>(&qs, q_off + kk * 16, ld, vs, ldmatrix);
+    let q_off = plane * plane_rows * ld;
+    // With one M tile, Q's fragments once, into registers: 4 per 16 columns.
+    let mut qa = Array::<Vector<F, Const<2>>>::new(comptime!(if mtiles == 1 { 4 * (head_dim / 16) } else { 4usize }));
+    if comptime!(q_in_regs) {
         #[unroll]
-        for i in 0..4usize {
-            qa[kk * 4 + i] = a[i];
+        for kk in 0..nk {
+            let a = load_a::<F, N>(&qs, q_off + kk * 16, ld, vs, ldmatrix);
+            #[unroll]
+            for i in 0..4usize {
+                qa[kk * 4 + i] = a[i];
+            }
         }
     }
 
-    // This unit's two rows (r = 0, 1: plane row g + 8r) and their state: reference maximum m and
-    // this unit's share of the row sum l.
+    // This unit's rows (i = 2·mt + r: row0 + 16mt + 8r, row g + 8r of M tile mt) and their
+    // state: reference maximum m and this unit's share of the row sum l. (Row indices and visible
+    // key ends are recomputed where needed rather than held: registers are scarce with two M tiles.)
     let g = lane / 4;
     let t = lane % 4;
-    let row0 = first_row + plane * ROWS_PER_PLANE + g;
+    let row0 = first_row + plane * plane_rows + g;
     let lowest = f32::min_value();
-    let mut rows = Array::<usize>::new(2usize);
-    let mut hi = Array::<usize>::new(2usize);
-    let mut m = Array::<f32>::new(2usize);
-    let mut l = Array::<f32>::new(2usize);
+    let mut m = Array::<f32>::new(nr);
+    let mut l = Array::<f32>::new(nr);
     #[unroll]
-    for r in 0..2usize {
-        rows[r] = row0 + 8 * r;
-        // Keys visible to the row: [pad_b, hi).
-        hi[r] = visible_end(row0 + 8 * r, tk, q_offset, causal);
-        m[r] = lowest;
-        l[r] = f32::new(0.0);
+    for i in 0..nr {
+        m[i] = lowest;
+        l[i] = f32::new(0.0);
     }
-    // O: column block n's accumulator in vectors 2n (row g) and 2n + 1 (row g + 8).
-    let mut o = Array::<Vector<f32, Const<2>>>::new(comptime!(2 * (head_dim / 8)));
+    // O: M tile mt, column block n: vectors mt·ol + 2n (row g) and mt·ol + 2n + 1 (row g + 8).
+    let mut o = Array::<Vector<f32, Const<2>>>::new(comptime!(mtiles * ol));
     #[unroll]
-    for i in 0..comptime!(2 * nd) {
+    for i in 0..comptime!(mtiles * ol) {
         o[i] = Vector::new(f32::new(0.0));
     }
 
@@ -171,24 +183,44 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
         stage_rows_vec::<F, N>(v, vb, v_rs, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
         sync_cube();
 
-        // 2. S = Q Kᵀ: key block j (8 keys) in vectors 2j, 2j + 1.
-        let mut s = Array::<Vector<f32, Const<2>>>::new(comptime!(2 * BLOCK_K / 8));
+        // 2. S = Q Kᵀ: M tile mt, key block j (8 keys) in vectors mt·sl + 2j, mt·sl + 2j + 1. Per
+        // 16-wide step of the head dim, each K fragment serves every M tile.
+        let mut s = Array::<Vector<f32, Const<2>>>::new(comptime!(mtiles * sl));
         #[unroll]
-        for i in 0..comptime!(2 * BLOCK_K / 8) {
+        for i in 0..comptime!(mtiles * sl) {
             s[i] = Vector::new(f32::new(0.0));
         }
         #[unroll]
-        for jp in 0..comptime!(BLOCK_K / 16) {
+        for kk in 0..nk {
+            let mut a = Array::<Vector<F, Const<2>>>::new(comptime!(4 * mtiles));
             #[unroll]
-            for kk in 0..nk {
-                let kf = load_bt_pair::<F, N>(&ks, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
-                let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
-                #[unroll]
-                for i in 0..4usize {
-                    a[i] = qa[kk * 4 + i];
+            for mt in 0..mtiles {
+                if comptime!(q_in_regs) {
+                    #[unroll]
+                    for i in 0..4usize {
+                        a[i] = qa[kk * 4 + i];
+                    }
+                } else {
+                    let f = load_a::<F, N>(&qs, q_off + mt * 16 * ld + kk * 16, ld, vs, ldmatrix);
+                    #[unroll]
+                    for i in 0..4usize {
+                        a[mt * 4 + i] = f[i];
+                    }
                 }
-                mma::<F>(&a, kf[0], kf[1], &mut s, comptime!(jp * 4), &mut xs, emulate);
-                mma::<F>(&a, kf[2], kf[3], &mut s, comptime!(jp * 4 + 2), &mut xs, emulate);
+            }
+            #[unroll]
+            for jp in 0..comptime!(BLOCK_K / 16) {
+                let kf = load_bt_pair::<F, N>(&ks, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
+                #[unroll]
+                for mt in 0..mtiles {
+                    let mut am = Array::<Vector<F, Const<2>>>::new(4usize);
+                    #[unroll]
+                    for i in 0..4usize {
+                        am[i] = a[mt * 4 + i];
+                    }
+                    mma::<F>(&am, kf[0], kf[1], &mut s, comptime!(mt * sl + jp * 4), &mut xs, emulate);
+                    mma::<F>(&am, kf[2], kf[3], &mut s, comptime!(mt * sl + jp * 4 + 2), &mut xs, emulate);
+                }
             }
         }
 
@@ -198,75 +230,97 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
         let masked = kt < pad_b || kt + BLOCK_K > full_end;
         if masked {
             #[unroll]
-            for j in 0..comptime!(BLOCK_K / 8) {
+            for mt in 0..mtiles {
                 #[unroll]
-                for r in 0..2usize {
-                    let mut x = s[2 * j + r];
+                for j in 0..comptime!(BLOCK_K / 8) {
                     #[unroll]
-                    for e in 0..2usize {
-                        let key = kt + 8 * j + 2 * t + e;
-                        x[e] = select(key < pad_b || key >= hi[r], lowest, x[e]);
+                    for r in 0..2usize {
+                        // Keys visible to the row: [pad_b, hi).
+                        let hi = visible_end(row0 + comptime!(16 * mt + 8 * r), tk, q_offset, causal);
+                        let mut x = s[mt * sl + 2 * j + r];
+                        #[unroll]
+                        for e in 0..2usize {
+                            let key = kt + 8 * j + 2 * t + e;
+                            x[e] = select(key < pad_b || key >= hi, lowest, x[e]);
+                        }
+                        s[mt * sl + 2 * j + r] = x;
                     }
-                    s[2 * j + r] = x;
                 }
             }
         }
-        let mut mt = Array::<f32>::new(2usize);
+        let mut mx = Array::<f32>::new(nr);
         #[unroll]
-        for r in 0..2usize {
-            mt[r] = lowest;
+        for i in 0..nr {
+            mx[i] = lowest;
         }
         #[unroll]
-        for j in 0..comptime!(BLOCK_K / 8) {
+        for mt in 0..mtiles {
             #[unroll]
-            for r in 0..2usize {
-                let x = s[2 * j + r];
-                mt[r] = mt[r].max(x[0].max(x[1]));
+            for j in 0..comptime!(BLOCK_K / 8) {
+                #[unroll]
+                for r in 0..2usize {
+                    let x = s[mt * sl + 2 * j + r];
+                    mx[mt * 2 + r] = mx[mt * 2 + r].max(x[0].max(x[1]));
+                }
             }
         }
         // The exponents' offsets: the scaled row maxima, or 0 while a row has seen no key (its
         // hidden scores, lowest·scale, then give exp(…) = 0 without a test per score).
-        let mut off = Array::<f32>::new(2usize);
+        let mut off = Array::<f32>::new(nr);
         #[unroll]
-        for r in 0..2usize {
-            let tile_max = quad_max(mt[r], &mut xs, emulate);
-            let m_new = m[r].max(select(tile_max > lowest, tile_max * scale, lowest));
+        for i in 0..nr {
+            let tile_max = quad_max(mx[i], &mut xs, emulate);
+            let m_new = m[i].max(select(tile_max > lowest, tile_max * scale, lowest));
             // 1 when m stays; 0 when the row saw no key before (l and O are 0 then).
-            let corr = (m[r] - m_new).exp();
-            m[r] = m_new;
-            off[r] = select(m_new > lowest, m_new, f32::new(0.0));
-            l[r] *= corr;
-            // Once the maxima settle, most tiles keep them: skip the 2·D/8 multiplies then.
+            let corr = (m[i] - m_new).exp();
+            m[i] = m_new;
+            off[i] = select(m_new > lowest, m_new, f32::new(0.0));
+            l[i] *= corr;
+            // Once the maxima settle, most tiles keep them: skip the D/4 multiplies then.
             if corr < f32::new(1.0) {
                 #[unroll]
                 for n in 0..nd {
-                    o[2 * n + r] = o[2 * n + r] * Vector::new(corr);
+                    let at = comptime!((i / 2) * ol + 2 * n + i % 2);
+                    o[at] = o[at] * Vector::new(corr);
                 }
             }
         }
 
-        // 4. O += P V, 16 keys at a time: key blocks 2kk and 2kk + 1 form P's A fragment.
+        // 4. O += P V, 16 keys at a time: key blocks 2kk and 2kk + 1 form P's A fragment; each V
+        // fragment serves every M tile.
         #[unroll]
         for kk in 0..comptime!(BLOCK_K / 16) {
-            let mut pa = Array::<Vector<F, Const<2>>>::new(4usize);
+            let mut pa = Array::<Vector<F, Const<2>>>::new(comptime!(4 * mtiles));
             #[unroll]
-            for i in 0..4usize {
-                // Register i: row half i % 2, key block 2kk + i / 2. P = exp(s·scale − off): one
-                // fused multiply-add per score before the exponential.
-                let x = s[2 * (2 * kk + i / 2) + i % 2];
-                let mut p = Vector::<f32, Const<2>>::empty();
+            for mt in 0..mtiles {
                 #[unroll]
-                for e in 0..2usize {
-                    p[e] = (x[e] * scale - off[i % 2]).exp();
+                for i in 0..4usize {
+                    // Register i: row half i % 2, key block 2kk + i / 2. P = exp(s·scale − off):
+                    // one fused multiply-add per score before the exponential.
+                    let x = s[mt * sl + 2 * (2 * kk + i / 2) + i % 2];
+                    let ri = mt * 2 + i % 2;
+                    let mut p = Vector::<f32, Const<2>>::empty();
+                    #[unroll]
+                    for e in 0..2usize {
+                        p[e] = (x[e] * scale - off[ri]).exp();
+                    }
+                    l[ri] += p[0] + p[1];
+                    pa[mt * 4 + i] = Vector::<F, Const<2>>::cast_from(p);
                 }
-                l[i % 2] += p[0] + p[1];
-                pa[i] = Vector::<F, Const<2>>::cast_from(p);
             }
             #[unroll]
             for dp in 0..comptime!(head_dim / 16) {
                 let vf = load_b_pair::<F, N>(&vt, kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
-                mma::<F>(&pa, vf[0], vf[1], &mut o, comptime!(dp * 4), &mut xs, emulate);
-                mma::<F>(&pa, vf[2], vf[3], &mut o, comptime!(dp * 4 + 2), &mut xs, emulate);
+                #[unroll]
+                for mt in 0..mtiles {
+                    let mut am = Array::<Vector<F, Const<2>>>::new(4usize);
+                    #[unroll]
+                    for i in 0..4usize {
+                        am[i] = pa[mt * 4 + i];
+                    }
+                    mma::<F>(&am, vf[0], vf[1], &mut o, comptime!(mt * ol + dp * 4), &mut xs, emulate);
+                    mma::<F>(&am, vf[2], vf[3], &mut o, comptime!(mt * ol + dp * 4 + 2), &mut xs, emulate);
+                }
             }
         }
         kt += BLOCK_K;
@@ -274,9 +328,9 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
 
     // Row sums over the quads; the normalised output and the log-sum-exp.
     #[unroll]
-    for r in 0..2usize {
-        let lr = quad_sum(l[r], &mut xs, emulate);
-        let row = rows[r];
+    for i in 0..nr {
+        let lr = quad_sum(l[i], &mut xs, emulate);
+        let row = row0 + comptime!(16 * (i / 2) + 8 * (i % 2));
         if row < tq {
             let rr = (b * nh + h) * tq + row;
             let mut inv = f32::new(0.0);
@@ -285,7 +339,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             }
             if t == 0 {
                 if lr > f32::new(0.0) {
-                    lse[rr] = m[r] + lr.ln();
+                    lse[rr] = m[i] + lr.ln();
                 } else {
                     // No visible key (a padding query): output 0, and an lse that zeroes every P in backward.
                     lse[rr] = f32::max_value();
@@ -293,7 +347,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             }
             #[unroll]
             for n in 0..nd {
-                let y = o[2 * n + r] * Vector::new(inv);
+                let y = o[comptime!((i / 2) * ol + 2 * n + i % 2)] * Vector::new(inv);
                 let at = rr * head_dim + 8 * n + 2 * t;
                 out[at] = F::cast_from(y[0]);
                 out[at + 1] = F::cast_from(y[1]);

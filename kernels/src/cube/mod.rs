@@ -146,6 +146,30 @@ pub fn forward_kernel() -> ForwardKernel {
     }
 }
 
+static MMA_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// 16-row M tiles per plane of the register-tile forward ([`attention_mma`]): 1 (16 query rows per
+/// plane, Q's fragments in registers; the default) or 2 (32 rows, FlashAttention-2's layout: fewer
+/// shared-memory reads per tensor-core operation, twice the accumulators). [`set_mma_mtiles`]'s,
+/// else `MLAGENT_MMA_ROWS=16|32` read once.
+pub fn mma_mtiles() -> usize {
+    use std::sync::atomic::Ordering;
+    match MMA_MTILES.load(Ordering::Relaxed) {
+        0 => {
+            let m = if std::env::var("MLAGENT_MMA_ROWS").as_deref() == Ok("32") { 2 } else { 1 };
+            let _ = MMA_MTILES.compare_exchange(0, m, Ordering::Relaxed, Ordering::Relaxed);
+            MMA_MTILES.load(Ordering::Relaxed) as usize
+        }
+        m => m as usize,
+    }
+}
+
+/// Sets [`mma_mtiles`] for this process (1 or 2).
+pub fn set_mma_mtiles(mtiles: usize) {
+    assert!(mtiles == 1 || mtiles == 2, "M tiles per plane: 1 or 2, not {mtiles}");
+    MMA_MTILES.store(mtiles as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Chooses the forward kernel for this process; see [`forward_kernel`].
 pub fn set_forward_kernel(k: ForwardKernel) {
     let code = match k {
@@ -254,7 +278,7 @@ fn mma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     props.features.matmul.mma.contains(&mma)
         && hw.plane_size_min == mma_frags::PLANE as u32
         && hw.plane_size_max == mma_frags::PLANE as u32
-        && attention_mma::shared_bytes(d, q.dtype.size(), attention_mma::PLANES, false) <= hw.max_shared_memory_size
+        && attention_mma::shared_bytes(d, q.dtype.size(), attention_mma::PLANES, mma_mtiles(), false) <= hw.max_shared_memory_size
 }
 
 /// The forward kernel the last attention forward in this process ran (0: none yet); see
@@ -262,11 +286,13 @@ fn mma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
 static LAST_FORWARD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// The kernel the last attention forward on a CubeCL device ran: `portable`, `cmma`,
-/// `cmma-emulated`, `mma`, `mma-direct`, `mma-emulated`, or `plain-ops` (past a software adapter's
-/// loop limit); `None` before any. For reports (`mlagent kernels check/bench`), since a requested
-/// kernel falls back to another where the device cannot run it.
+/// `cmma-emulated`, `mma`, `mma-direct`, `mma-emulated` (each of the last three with `-m32` for 32
+/// rows per plane), or `plain-ops` (past a software adapter's loop limit); `None` before any. For
+/// reports (`mlagent kernels check/bench`), since a requested kernel falls back to another where
+/// the device cannot run it.
 pub fn last_forward_kernel() -> Option<&'static str> {
-    const NAMES: [&str; 7] = ["portable", "cmma", "cmma-emulated", "mma", "mma-direct", "mma-emulated", "plain-ops"];
+    const NAMES: [&str; 10] =
+        ["portable", "cmma", "cmma-emulated", "mma", "mma-direct", "mma-emulated", "plain-ops", "mma-m32", "mma-direct-m32", "mma-emulated-m32"];
     NAMES.get((LAST_FORWARD.load(std::sync::atomic::Ordering::Relaxed) as usize).checked_sub(1)?).copied()
 }
 
@@ -275,9 +301,12 @@ fn record_forward(plan: Option<Forward>) {
         Some(Forward::Portable) => 1,
         Some(Forward::Cmma(_, false)) => 2,
         Some(Forward::Cmma(_, true)) => 3,
-        Some(Forward::Mma(_, true, _)) => 4,
-        Some(Forward::Mma(_, false, false)) => 5,
-        Some(Forward::Mma(_, false, true)) => 6,
+        Some(Forward::Mma(_, 1, true, _)) => 4,
+        Some(Forward::Mma(_, 1, false, false)) => 5,
+        Some(Forward::Mma(_, 1, false, true)) => 6,
+        Some(Forward::Mma(_, _, true, _)) => 8,
+        Some(Forward::Mma(_, _, false, false)) => 9,
+        Some(Forward::Mma(_, _, false, true)) => 10,
         None => 7,
     };
     LAST_FORWARD.store(code, std::sync::atomic::Ordering::Relaxed);
@@ -289,8 +318,8 @@ enum Forward {
     Portable,
     /// [`attention_cmma`]: planes, emulate.
     Cmma(usize, bool),
-    /// [`attention_mma`]: planes, ldmatrix, emulate.
-    Mma(usize, bool, bool),
+    /// [`attention_mma`]: planes, M tiles per plane, ldmatrix, emulate.
+    Mma(usize, usize, bool, bool),
 }
 
 /// How the forward runs for these inputs under [`forward_kernel`]. Emulation takes the most planes
@@ -305,11 +334,12 @@ fn forward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, scale: f32) -> Forw
         ForwardKernel::Auto => auto(),
         ForwardKernel::CmmaEmulated => attention_cmma::emulation_planes(d, q.dtype.size(), max).map_or(Forward::Portable, |p| Forward::Cmma(p, true)),
         ForwardKernel::Mma | ForwardKernel::MmaDirect if mma_scale && mma_attention_ok(q, d) => {
-            Forward::Mma(attention_mma::PLANES, forward_kernel() == ForwardKernel::Mma, false)
+            Forward::Mma(attention_mma::PLANES, mma_mtiles(), forward_kernel() == ForwardKernel::Mma, false)
         }
         ForwardKernel::Mma | ForwardKernel::MmaDirect => auto(),
         ForwardKernel::MmaEmulated if mma_scale => {
-            attention_mma::emulation_planes(d, q.dtype.size(), max).map_or(Forward::Portable, |p| Forward::Mma(p, false, true))
+            let mtiles = mma_mtiles();
+            attention_mma::emulation_planes(d, q.dtype.size(), mtiles, max).map_or(Forward::Portable, |p| Forward::Mma(p, mtiles, false, true))
         }
         ForwardKernel::MmaEmulated => Forward::Portable,
     }
@@ -505,7 +535,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let plan = forward_plan(&q, d, p.scale);
         let passes = match plan {
             Forward::Cmma(planes, true) => attention_cmma::emulated_loop_iterations(tk, d, planes),
-            Forward::Mma(planes, _, _) => attention_mma::loop_iterations(tk, d, planes),
+            Forward::Mma(planes, mtiles, _, _) => attention_mma::loop_iterations(tk, d, planes, mtiles),
             // The tensor-core kernel runs only on GPUs (no loop limit); the count is for the portable one.
             _ => attention_kernels::fwd_loop_iterations(tk, d, tile_rows(d, 64)),
         };
@@ -517,7 +547,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let client = q.client.clone();
         let address_type = addr(&[&q, &k, &v, &out]);
         let dtypes = [q.dtype.into(), pad.dtype.into()];
-        if let Forward::Mma(planes, ldmatrix, emulate) = plan {
+        if let Forward::Mma(planes, mtiles, ldmatrix, emulate) = plan {
             let ([q, k, v], vs) = vector_tiles([q, k, v], d);
             // SAFETY: unchecked (no clamped reads and guarded writes added by CubeCL: they cost more
             // instructions per tile than the products) because the kernel checks every index itself:
@@ -526,7 +556,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             // by construction (the lavapipe tests run the same indexing).
             unsafe { attention_mma::flash_fwd_mma_kernel::launch_unchecked::<R>(
                 &client,
-                CubeCount::Static(tq.div_ceil(planes * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
+                CubeCount::Static(tq.div_ceil(planes * mtiles * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
                 CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32),
                 address_type,
                 vs,
@@ -541,6 +571,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 p.causal,
                 d,
                 planes,
+                mtiles,
                 ldmatrix,
                 emulate,
                 dtypes,

@@ -37,7 +37,8 @@ enum What {
     /// checked is the kernels' (training uses the closed-form reference by default; see
     /// MLAGENT_ATTENTION_BWD in the README). MLAGENT_ATTENTION=portable|mma|mma-direct|
     /// mma-emulated|cmma-emulated picks the forward kernel (default: tensor-core cmma where the
-    /// device has it, else portable); the one that ran is named on stderr (json) or in the header.
+    /// device has it, else portable), MLAGENT_MMA_ROWS=32 gives the mma kernels 32 query rows per
+    /// warp instead of 16; the one that ran is named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
