@@ -24,6 +24,8 @@ use cubecl_cpp::shared::{CompilationOptions, CppSupportedFeatures};
 use std::path::{Path, PathBuf};
 
 const HEAD_DIM: usize = 128;
+/// Instructions the logits forwards' row loop may take per 16-byte load of 8 bf16 logits.
+const LOGITS_FWD_INSTRUCTIONS_PER_LOAD: f64 = 100.0;
 
 /// Which family a kernel belongs to (what its checks are).
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -34,6 +36,8 @@ enum Family {
     Mma,
     /// Register tiles on `mma.sync`, fragments from element reads (`MLAGENT_ATTENTION=mma-direct`).
     MmaDirect,
+    /// The `[N, V]` logits kernels of the PPO loss and log-probs (memory-bound: no tensor cores).
+    Logits,
 }
 
 struct CudaKernel {
@@ -127,6 +131,7 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
         let k = FlashDkvMmaKernel::<WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
         push(format!("mma dkv causal{suffix}"), family, 4 * 2 * 8 * 2, k.define());
     }
+    out.extend(logits_kernels(dev, sm));
     if let Some(dir) = std::env::var_os("MLAGENT_DUMP_CUDA") {
         for k in &out {
             let path = Path::new(&dir).join(format!("{}.sm{sm}.cu", k.name.replace(' ', "_")));
@@ -136,19 +141,53 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
     out
 }
 
+/// The `[N, V]` logits kernels (bf16 logits read 8 at a time, i32 targets, 256-unit row cubes, as
+/// `cube/mod.rs` launches them at a 152064-entry vocabulary), all launched unchecked.
+fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
+    use crate::cube::logits_kernels::{
+        logprobs_fwd_kernel::LogprobsFwdKernel, ppo_fwd_kernel::PpoFwdKernel, softmax_grad_kernel::SoftmaxGradKernel,
+        target_grad_kernel::TargetGradKernel,
+    };
+    let client = WgpuRuntime::client(dev);
+    let bf16: StorageType = ElemType::Float(FloatKind::BF16).into();
+    let dtypes: [StorageType; 2] = [bf16, ElemType::Int(IntKind::I32).into()];
+    let t = || TensorCompilationArg { inplace: None };
+    let rows = KernelSettings::default().cube_dim(CubeDim::new_1d(256)).address_type(AddressType::U32);
+    let elementwise = KernelSettings::default().cube_dim(CubeDim::new_1d(256)).address_type(AddressType::U32);
+    let cuda = |definition| to_cuda(definition, sm, ExecutionMode::Unchecked);
+    let k = |name: &str, source| CudaKernel { name: name.into(), family: Family::Logits, mma_calls: 0, source };
+    vec![
+        // logits (vectors and scalars), targets, logp, lse; rows, vecs; vector width, block.
+        k("logprobs fwd", cuda(LogprobsFwdKernel::<WgpuRuntime>::new(rows.clone(), client.clone(), t(), t(), t(), t(), t(), (), (), 8, 256, dtypes).define())),
+        // + old, ref, advantages, loss, coef; clip low/high, dual c, β; dual clip on, k3.
+        k(
+            "ppo fwd",
+            cuda(
+                PpoFwdKernel::<WgpuRuntime>::new(rows, client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), (), (), (), (), 8, true, 3, 256, dtypes)
+                    .define(),
+            ),
+        ),
+        k("softmax grad", cuda(SoftmaxGradKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), t(), (), 8, bf16).define())),
+        k("target grad", cuda(TargetGradKernel::<WgpuRuntime>::new(elementwise, client, t(), t(), t(), t(), t(), dtypes).define())),
+    ]
+}
+
 /// The source's structure: the tensor-core calls each kernel is built from, shared arrays aligned,
-/// and in the register-tile kernels the fragment loads, quad shuffles and fast `exp`.
+/// in the register-tile kernels the fragment loads, quad shuffles and fast `exp`, and fast `exp` in
+/// the logits kernels.
 #[test]
 fn tensor_core_kernels_generate_cuda_source() {
     let Some(dev) = device() else { return };
     let kernels = tensor_core_kernels(&dev, 90);
-    assert_eq!(kernels.len(), 13);
+    assert_eq!(kernels.len(), 13 + 4);
     for k in &kernels {
         let (name, source) = (&k.name, &k.source);
         if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {
             eprintln!("{source}");
         }
-        shared_arrays_aligned(source);
+        if k.family != Family::Logits {
+            shared_arrays_aligned(source);
+        }
         // A helper is defined once, then called.
         let calls = |f: &str| source.matches(f).count().saturating_sub(1);
         match k.family {
@@ -164,6 +203,8 @@ fn tensor_core_kernels_generate_cuda_source() {
                 assert_eq!(calls("__mma_m16n8k16___nv_bfloat16___nv_bfloat16_float("), k.mma_calls, "{name}: mma.sync calls");
                 assert_eq!(source.contains("ldmatrix"), k.family == Family::Mma, "{name}: ldmatrix use");
             }
+            // Fast exp: the accurate one costs several times the instructions per logit.
+            Family::Logits => assert!(source.contains("__expf(") && !source.contains(" exp("), "{name}: exp not compiled to __expf"),
         }
         if name.starts_with("mma fwd") {
             assert!(source.contains("__shfl_xor_sync"), "{name}: no quad shuffles");
@@ -330,15 +371,16 @@ fn ptxas_report(log: &str) -> Option<PtxasReport> {
 }
 
 /// The instructions of a kernel's hottest loop in machine code (SASS, as `nvdisasm` prints it):
-/// of the loops (a label, and a later branch back to it), the one with the most tensor-core
-/// instructions (`HMMA`).
+/// of the loops (a label, and a later branch back to it), the one with the most instructions whose
+/// opcode starts with `key` (`HMMA` for tensor-core operations, `LDG` for global loads), and how
+/// many those are.
 #[derive(Debug, PartialEq)]
 struct HotLoop {
     instructions: usize,
-    hmma: usize,
+    key: usize,
 }
 
-fn hot_loop(sass: &str) -> Option<HotLoop> {
+fn hot_loop(sass: &str, key: &str) -> Option<HotLoop> {
     // (label or None, opcode) per line, in program order.
     let mut labels = std::collections::HashMap::new();
     let mut code: Vec<(String, Option<String>)> = Vec::new();
@@ -362,17 +404,18 @@ fn hot_loop(sass: &str) -> Option<HotLoop> {
             let start = *labels.get(target.as_ref()?)?;
             (start <= end).then(|| {
                 let body = &code[start..=end];
-                HotLoop { instructions: body.len(), hmma: body.iter().filter(|(op, _)| op.starts_with("HMMA")).count() }
+                HotLoop { instructions: body.len(), key: body.iter().filter(|(op, _)| op.starts_with(key)).count() }
             })
         })
-        .max_by_key(|l| l.hmma)
+        .max_by_key(|l| l.key)
 }
 
 #[test]
 fn hot_loop_finds_the_loop_with_the_most_hmma() {
     let sass = "        /*0000*/                   MOV R1, c[0x0][0x28] ;\n.L_x_1:\n        /*0010*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0020*/               @P0 BRA `(.L_x_1) ;\n.L_x_2:\n        /*0030*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0040*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0050*/                   FMUL R2, R2, R3 ;\n        /*0060*/              @!P1 BRA `(.L_x_2) ;\n        /*0070*/                   EXIT ;\n        /*0080*/                   BRA `(.L_x_3);\n.L_x_3:\n";
-    assert_eq!(hot_loop(sass), Some(HotLoop { instructions: 4, hmma: 2 }));
-    assert_eq!(hot_loop("        /*0000*/                   EXIT ;\n"), None);
+    assert_eq!(hot_loop(sass, "HMMA"), Some(HotLoop { instructions: 4, key: 2 }));
+    assert_eq!(hot_loop(sass, "FMUL"), Some(HotLoop { instructions: 4, key: 1 }));
+    assert_eq!(hot_loop("        /*0000*/                   EXIT ;\n", "HMMA"), None);
 }
 
 #[test]
@@ -382,16 +425,16 @@ fn ptxas_report_reads_the_verbose_lines() {
     assert_eq!(ptxas_report("ptxas info    : Used 8 registers\n"), None, "no stack-frame line");
 }
 
-/// NVRTC compiles every tensor-core kernel for sm_80 (A100) and sm_90a (H100/H200) as the runtime
-/// would, and the register-tile kernels that use `ldmatrix` (the ones `MLAGENT_ATTENTION=mma` runs)
-/// stay in registers: ptxas reports no local memory (spills or arrays) for them, at most a few
-/// words with two M tiles per plane. Where `nvdisasm`
-/// is at hand (`bin/` beside NVRTC's `lib/`), their machine code is read too: the hottest loop holds
+/// NVRTC compiles every tensor-core kernel and the logits kernels for sm_80 (A100) and sm_90a
+/// (H100/H200) as the runtime would, and the register-tile kernels that use `ldmatrix` (the ones
+/// `MLAGENT_ATTENTION=mma` runs) stay in registers: ptxas reports no local memory (spills or arrays)
+/// for them, at most a few words with two M tiles per plane. Where `nvdisasm` is at hand (`bin/`
+/// beside NVRTC's `lib/`), the machine code is read too: the attention kernels' hottest loop holds
 /// the expected tensor-core instructions and at most a budget of other instructions per `HMMA`
-/// (softmax, fragment loads, staging, addresses): a static count, not a timing, that catches the
-/// regressions a GPU would show as lost throughput (bounds-checked reads, vectors built element
-/// by element, per-score branches: the forward had 12.3 instructions per `HMMA` with those, now 7).
-/// Prints the numbers for all kernels.
+/// (softmax, fragment loads, staging, addresses), and the logits forwards' row loop at most a
+/// budget per 16-byte load: static counts, not timings, that catch the regressions a GPU would show
+/// as lost throughput (bounds-checked reads, vectors built element by element, per-score branches:
+/// the attention forward had 12.3 instructions per `HMMA` with those, now 7). Prints the numbers.
 #[test]
 fn tensor_core_kernels_compile_with_nvrtc() {
     let require = std::env::var_os("MLAGENT_REQUIRE_NVRTC").is_some();
@@ -406,7 +449,7 @@ fn tensor_core_kernels_compile_with_nvrtc() {
     assert!(nvrtc.nvdisasm.is_some() || !require, "MLAGENT_REQUIRE_NVRTC is set but there is no bin/nvdisasm beside NVRTC");
     let Some(dev) = device() else { return };
     eprintln!("NVRTC {}.{}{}", nvrtc.version.0, nvrtc.version.1, if nvrtc.nvdisasm.is_none() { " (no nvdisasm: machine code not read)" } else { "" });
-    eprintln!("{:<22} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>6} {:>9}", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld", "loop-instr", "HMMA", "per-HMMA");
+    eprintln!("{:<22} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>10} {:>9}", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld", "loop-instr", "HMMA|LDG", "per-each");
     let mut failures = Vec::new();
     for (sm, arch) in [(80, "sm_80"), (90, "sm_90a")] {
         for k in tensor_core_kernels(&dev, sm) {
@@ -418,26 +461,50 @@ fn tensor_core_kernels_compile_with_nvrtc() {
                 }
             };
             let r = ptxas_report(&log).unwrap_or_else(|| panic!("{} ({arch}): no ptxas report in\n{log}", k.name));
-            let hot = nvrtc.disassemble(&cubin, &format!("{}-{arch}", k.name.replace(' ', "_"))).map(|sass| hot_loop(&sass).unwrap_or_else(|| panic!("{} ({arch}): no loop in its machine code", k.name)));
-            let (li, lh, per) = hot.as_ref().map_or(("-".into(), "-".into(), "-".into()), |h| {
-                (h.instructions.to_string(), h.hmma.to_string(), format!("{:.2}", h.instructions as f64 / h.hmma.max(1) as f64))
+            // The attention kernels' loop with the tensor-core operations; the logits forwards'
+            // row loop (the one with the global loads); the elementwise backward has no loop.
+            let key = if k.family == Family::Logits { "LDG" } else { "HMMA" };
+            let hot = nvrtc.disassemble(&cubin, &format!("{}-{arch}", k.name.replace(' ', "_"))).and_then(|sass| hot_loop(&sass, key));
+            let (li, lk, per) = hot.as_ref().map_or(("-".into(), "-".into(), "-".into()), |h| {
+                (h.instructions.to_string(), h.key.to_string(), format!("{:.2}", h.instructions as f64 / h.key.max(1) as f64))
             });
-            eprintln!("{:<22} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>6} {:>9}", k.name, arch, r.registers, r.stack_bytes, r.spill_stores, r.spill_loads, li, lh, per);
-            if k.family != Family::Mma {
-                continue;
-            }
-            // Two M tiles per plane take all 255 registers: a few words may spill (sm_90a causal,
-            // NVRTC 13.5: 24 bytes, 5 local accesses per key tile against ~1500 instructions).
-            let limit = if k.name.ends_with("m32") { 64 } else { 0 };
-            if r.stack_bytes > limit || r.spill_stores > limit || r.spill_loads > limit {
-                failures.push(format!("{} ({arch}): {r:?}: more local memory than {limit} bytes", k.name));
-            }
-            if let Some(h) = hot {
-                // Today (NVRTC 13.5): forward 6.8–7.0, dQ 4.7, dK/dV 4.5 instructions per HMMA.
-                let budget = if k.name.starts_with("mma fwd") { 8.0 } else { 5.5 };
-                if h.hmma != k.mma_calls || h.instructions as f64 > budget * h.hmma as f64 {
-                    failures.push(format!("{} ({arch}): hottest loop {h:?}, expected {} HMMA and at most {budget} instructions per HMMA", k.name, k.mma_calls));
+            eprintln!("{:<22} {:>7} {:>5} {:>6} {:>8} {:>8} {:>10} {:>10} {:>9}", k.name, arch, r.registers, r.stack_bytes, r.spill_stores, r.spill_loads, li, lk, per);
+            match k.family {
+                Family::Mma => {
+                    // Two M tiles per plane take all 255 registers: a few words may spill (sm_90a
+                    // causal, NVRTC 13.5: 24 bytes, 5 local accesses per key tile against ~1500
+                    // instructions).
+                    let limit = if k.name.ends_with("m32") { 64 } else { 0 };
+                    if r.stack_bytes > limit || r.spill_stores > limit || r.spill_loads > limit {
+                        failures.push(format!("{} ({arch}): {r:?}: more local memory than {limit} bytes", k.name));
+                    }
+                    match hot {
+                        // Today (NVRTC 13.5): forward 5.6–7.0, dQ and dK/dV 4.7 instructions per HMMA.
+                        Some(h) => {
+                            let budget = if k.name.starts_with("mma fwd") { 8.0 } else { 5.5 };
+                            if h.key != k.mma_calls || h.instructions as f64 > budget * h.key as f64 {
+                                failures.push(format!("{} ({arch}): hottest loop {h:?}, expected {} HMMA and at most {budget} instructions per HMMA", k.name, k.mma_calls));
+                            }
+                        }
+                        None if nvrtc.nvdisasm.is_some() => failures.push(format!("{} ({arch}): no loop with HMMA in its machine code", k.name)),
+                        None => {}
+                    }
                 }
+                Family::Logits => {
+                    if r.stack_bytes > 0 || r.spill_stores > 0 || r.spill_loads > 0 {
+                        failures.push(format!("{} ({arch}): {r:?}: local memory", k.name));
+                    }
+                    if let Some(h) = hot.filter(|_| k.name.ends_with("fwd")) {
+                        // Per 16-byte load (8 logits): convert, max, 8 exps, sums, the rescale. Today
+                        // (NVRTC 13.5) 86 (sm_80) and 89 (sm_90a); launched checked and with the
+                        // accurate exp, 122 (sm_80).
+                        let budget = LOGITS_FWD_INSTRUCTIONS_PER_LOAD;
+                        if h.instructions as f64 > budget * h.key.max(1) as f64 {
+                            failures.push(format!("{} ({arch}): row loop {h:?}, more than {budget} instructions per 16-byte load", k.name));
+                        }
+                    }
+                }
+                Family::Cmma | Family::MmaDirect => {}
             }
         }
     }

@@ -6,7 +6,7 @@ use crate::check::{AttentionCase, attention_rel_errors, max_abs_diff, ppo_rel_er
 use crate::ppo::{Aggregation, KlEstimator, KlPenalty, PpoConfig, PpoTokenParams, logprobs};
 use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
 use burn::backend::{Autodiff, NdArray, Wgpu};
-use burn::tensor::{FloatDType, Int, Tensor};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 fn device() -> Option<WgpuDevice> {
     if !crate::wgpu_adapter_present() {
@@ -47,8 +47,15 @@ fn ppo_and_logprobs_kernels_match_reference() {
         let xt = Tensor::<Wgpu, 2>::from_data(data.clone(), &dev).transpose().transpose();
         let t = Tensor::<Wgpu, 1, Int>::from_data(random_ppo_batch::<NdArray>(&data, 2, &Default::default()).targets.into_data(), &dev);
         let got = logprobs(xt.clone(), t.clone()).into_data().to_vec::<f32>().unwrap();
-        let want = crate::ppo::logprobs_reference(xt, t).into_data().to_vec::<f32>().unwrap();
+        let want = crate::ppo::logprobs_reference(xt.clone(), t).into_data().to_vec::<f32>().unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
+        // Targets outside 0..V (the kernels run unchecked) read nothing out of range: they are
+        // taken as V − 1, forward and backward alike.
+        let bad = Tensor::<Wgpu, 1, Int>::from_data(TensorData::new(vec![v as i32 + 7; n], [n]), &dev);
+        let last = Tensor::<Wgpu, 1, Int>::from_data(TensorData::new(vec![v as i32 - 1; n], [n]), &dev);
+        let got = logprobs(xt.clone(), bad).into_data().to_vec::<f32>().unwrap();
+        let want = logprobs(xt, last).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got, want, "n={n} v={v}: out-of-range targets");
     }
 }
 

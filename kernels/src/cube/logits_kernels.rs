@@ -5,6 +5,13 @@
 //! keeping an online (max, Σexp) pair (Milakov & Gimelshein 2018), merged by a shared-memory tree. No plane
 //! operations: lavapipe has 8-wide planes and cubecl does not advertise plane ops there. Math is
 //! f32 whatever the logits' dtype (`#[define(F, I)]` picks F and I at run time).
+//!
+//! These kernels move the op's bytes (N·V logits read, N·V dlogits written) and must not be bound
+//! by instructions: they are launched unchecked (each guards its own indices; a target outside
+//! `0..V` is taken as `V − 1` by the forward and the backward alike, as the checked reads used to
+//! clamp it, so nothing is read out of range) and use CUDA's fast `exp` and `ln` (`__expf`, `__logf`:
+//! a few ulp, against the f32 accuracy the op promises). CubeCL's checked reads cost a clamp and a
+//! select per lane of every 16-byte load.
 
 use cubecl::prelude::*;
 
@@ -65,8 +72,14 @@ fn row_lse<F: Float, N: Size>(
     sh_m[0] + sh_s[0].ln()
 }
 
+/// The logit of `row`'s target `t` in f32, `t` clamped to `v − 1` (see the module doc).
+#[cube]
+fn target_logit<F: Float>(logits_s: &Tensor<F>, row: usize, t: usize, v: usize) -> f32 {
+    f32::cast_from(logits_s[row * logits_s.stride(0) + t.min(v - 1)])
+}
+
 /// `logp[n] = logits[n, t[n]] − lse[n]` and `lse[n]`, both f32.
-#[cube(launch, address_type = "dynamic")]
+#[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn logprobs_fwd_kernel<F: Float, I: Numeric, N: Size>(
     logits: &Tensor<Vector<F, N>>, // [N, V] contiguous, V = vecs · N
@@ -87,7 +100,7 @@ pub fn logprobs_fwd_kernel<F: Float, I: Numeric, N: Size>(
     let l = row_lse::<F, N>(logits, row, vecs, block);
     if UNIT_POS_X == 0 {
         let t = u32::cast_from(targets[row * targets.stride(0)]) as usize;
-        logp[row] = f32::cast_from(logits_s[row * logits_s.stride(0) + t]) - l;
+        logp[row] = target_logit::<F>(logits_s, row, t, vecs * logits.vector_size()) - l;
         lse[row] = l;
     }
 }
@@ -164,7 +177,7 @@ fn ppo_terms(
 
 /// PPO forward: per row the log-sum-exp, the target log-prob, the token loss and its derivative
 /// with respect to the log-prob. `kl_kind`: 0 none, 1 k1, 2 k2, 3 k3.
-#[cube(launch, address_type = "dynamic")]
+#[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn ppo_fwd_kernel<F: Float, I: Numeric, N: Size>(
     logits: &Tensor<Vector<F, N>>, // [N, V] contiguous, V = vecs · N
@@ -195,7 +208,7 @@ pub fn ppo_fwd_kernel<F: Float, I: Numeric, N: Size>(
     let l = row_lse::<F, N>(logits, row, vecs, block);
     if UNIT_POS_X == 0 {
         let t = u32::cast_from(targets[row * targets.stride(0)]) as usize;
-        let lp = f32::cast_from(logits_s[row * logits_s.stride(0) + t]) - l;
+        let lp = target_logit::<F>(logits_s, row, t, vecs * logits.vector_size()) - l;
         ppo_terms(
             lp,
             old_logp[row * old_logp.stride(0)],
@@ -217,7 +230,7 @@ pub fn ppo_fwd_kernel<F: Float, I: Numeric, N: Size>(
 }
 
 /// Backward, elementwise and vectorised: `out = −g[row]·exp(x − lse[row])`.
-#[cube(launch_unchecked, address_type = "dynamic")]
+#[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 pub fn softmax_grad_kernel<F: Float, N: Size>(
     logits: &Tensor<Vector<F, N>>, // [N, V] contiguous, V % N == 0
     lse: &Tensor<f32>,             // [N]
@@ -240,8 +253,8 @@ pub fn softmax_grad_kernel<F: Float, N: Size>(
 }
 
 /// Backward, one unit per row: `out[row, t] = g·(1 − softmax_t)`, computed in f32 rather than
-/// added to the low-precision value the first kernel wrote.
-#[cube(launch, address_type = "dynamic")]
+/// added to the low-precision value the first kernel wrote (a target outside `0..V` as `V − 1`).
+#[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 pub fn target_grad_kernel<F: Float, I: Numeric>(
     logits: &Tensor<F>,  // [N, V] contiguous
     targets: &Tensor<I>, // [N]
@@ -254,8 +267,9 @@ pub fn target_grad_kernel<F: Float, I: Numeric>(
     if row >= grad.len() {
         terminate!();
     }
-    let t = u32::cast_from(targets[row]) as usize;
-    let i = row * out.shape(1) + t;
+    let v = out.shape(1);
+    let t = (u32::cast_from(targets[row]) as usize).min(v - 1);
+    let i = row * v + t;
     let p = (f32::cast_from(logits[i]) - lse[row]).exp();
     out[i] = F::cast_from(grad[row] * (f32::new(1.0) - p));
 }

@@ -380,12 +380,15 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         if n == 0 {
             return (logp, lse);
         }
+        assert!(v > 0, "logprobs: logits [{n}, 0] have no vocabulary");
         let block = row_block(&logits, v);
         let vs = logits_vector(&logits, v);
         let client = logits.client.clone();
         let address_type = addr(&[&logits, &targets]);
         let dtypes = [logits.dtype.into(), targets.dtype.into()];
-        logits_kernels::logprobs_fwd_kernel::launch::<R>(
+        // SAFETY: the kernel guards its indices (rows below N, vectors below V / vs, the target
+        // clamped into the row, V > 0 asserted above); the outputs are [N] as allocated.
+        unsafe { logits_kernels::logprobs_fwd_kernel::launch_unchecked::<R>(
             &client,
             row_grid(n),
             CubeDim::new_1d(block),
@@ -400,7 +403,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             v / vs,
             block,
             dtypes,
-        );
+        ) };
         (logp, lse)
     }
 
@@ -441,7 +444,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let cube_dim = CubeDim::new(&client, n);
         let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
         let dtypes = [dtype.into(), targets.dtype.into()];
-        logits_kernels::target_grad_kernel::launch::<R>(
+        // SAFETY: one unit per row below N (the kernel checks), the target clamped into the row of
+        // the contiguous [N, V] output allocated above (V > 0 here).
+        unsafe { logits_kernels::target_grad_kernel::launch_unchecked::<R>(
             &client,
             cube_count,
             cube_dim,
@@ -452,7 +457,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             grad.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             dtypes,
-        );
+        ) };
         out
     }
 
@@ -471,6 +476,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         if n == 0 {
             return outs;
         }
+        assert!(v > 0, "ppo_loss: logits [{n}, 0] have no vocabulary");
         let block = row_block(&logits, v);
         let vs = logits_vector(&logits, v);
         let client = logits.client.clone();
@@ -488,7 +494,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             ),
         };
         let [loss, coef, logp, lse] = outs;
-        logits_kernels::ppo_fwd_kernel::launch::<R>(
+        // SAFETY: as `logprobs_fwd`'s (V > 0 asserted above); the [N] inputs are read at rows
+        // below N through their strides.
+        unsafe { logits_kernels::ppo_fwd_kernel::launch_unchecked::<R>(
             &client,
             row_grid(n),
             CubeDim::new_1d(block),
@@ -514,7 +522,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             kl_kind,
             block,
             dtypes,
-        );
+        ) };
         [loss, coef, logp, lse]
     }
 
