@@ -25,7 +25,7 @@
 //! [`super::mma_frags`]) so that the whole kernel runs on lavapipe in CI.
 
 use super::attention_kernels::{key_range, visible_end};
-use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma, quad_max, quad_sum, scratch_len, stage_rows_vec};
+use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, quad_max, quad_sum, scratch_len, stage_rows_vec};
 use cubecl::prelude::*;
 
 /// Query rows per plane (the MMA's M).
@@ -211,16 +211,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             #[unroll]
             for jp in 0..comptime!(BLOCK_K / 16) {
                 let kf = load_bt_pair::<F, N>(&ks, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
-                #[unroll]
-                for mt in 0..mtiles {
-                    let mut am = Array::<Vector<F, Const<2>>>::new(4usize);
-                    #[unroll]
-                    for i in 0..4usize {
-                        am[i] = a[mt * 4 + i];
-                    }
-                    mma::<F>(&am, kf[0], kf[1], &mut s, comptime!(mt * sl + jp * 4), &mut xs, emulate);
-                    mma::<F>(&am, kf[2], kf[3], &mut s, comptime!(mt * sl + jp * 4 + 2), &mut xs, emulate);
-                }
+                mma_pair_tiles::<F>(&a, &kf, &mut s, mtiles, sl, comptime!(jp * 4), &mut xs, emulate);
             }
         }
 
@@ -311,16 +302,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             #[unroll]
             for dp in 0..comptime!(head_dim / 16) {
                 let vf = load_b_pair::<F, N>(&vt, kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
-                #[unroll]
-                for mt in 0..mtiles {
-                    let mut am = Array::<Vector<F, Const<2>>>::new(4usize);
-                    #[unroll]
-                    for i in 0..4usize {
-                        am[i] = pa[mt * 4 + i];
-                    }
-                    mma::<F>(&am, vf[0], vf[1], &mut o, comptime!(mt * ol + dp * 4), &mut xs, emulate);
-                    mma::<F>(&am, vf[2], vf[3], &mut o, comptime!(mt * ol + dp * 4 + 2), &mut xs, emulate);
-                }
+                mma_pair_tiles::<F>(&pa, &vf, &mut o, mtiles, ol, comptime!(dp * 4), &mut xs, emulate);
             }
         }
         kt += BLOCK_K;

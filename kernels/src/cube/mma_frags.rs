@@ -211,6 +211,33 @@ pub fn load_b_pair<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usiz
     b
 }
 
+/// For each of `mtiles` A fragments held back to back in `a` (4 registers each), the products with
+/// the B pair `b` (registers 0, 1: the first 8-wide block; 2, 3: the next) into the accumulators
+/// `c[mt·stride + ci ..]` (two vectors per block): one B pair serves every M tile.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn mma_pair_tiles<F: Float>(
+    a: &Array<Vector<F, Const<2>>>,
+    b: &Array<Vector<F, Const<2>>>,
+    c: &mut Array<Vector<f32, Const<2>>>,
+    #[comptime] mtiles: usize,
+    #[comptime] stride: usize,
+    #[comptime] ci: usize,
+    scratch: &mut SharedMemory<f32>,
+    #[comptime] emulate: bool,
+) {
+    #[unroll]
+    for mt in 0..mtiles {
+        let mut am = Array::<Vector<F, Const<2>>>::new(4usize);
+        #[unroll]
+        for i in 0..4usize {
+            am[i] = a[mt * 4 + i];
+        }
+        mma::<F>(&am, b[0], b[1], c, comptime!(mt * stride + ci), scratch, emulate);
+        mma::<F>(&am, b[2], b[3], c, comptime!(mt * stride + ci + 2), scratch, emulate);
+    }
+}
+
 /// `c[ci..ci + 2] += a · [b0, b1]`: one `[16, 16] × [16, 8]` product into the accumulator held in
 /// vectors `ci`, `ci + 1` of `c`.
 #[cube]
