@@ -2,17 +2,21 @@
 //! 2307.08691, Algorithm 1) on PTX `mma.sync.m16n8k16` through CubeCL's manual MMA
 //! ([`super::mma_frags`]).
 //!
-//! Cube: `planes` planes of 32 units (`CubeDim (32, planes)`, 4 on CUDA); plane `p` owns query rows
-//! `16p..16p+16` of the cube's query tile, and each unit holds two of them (`g` and `g + 8` of the
-//! plane's 16, in the accumulator layout). Q's fragments are loaded once into registers. Per
-//! 64-key tile:
+//! Cube: `planes` planes of 32 units (`CubeDim (32, planes)`, 4 on CUDA); plane `p` owns `mtiles`
+//! 16-row M tiles of the cube's query tile (rows `16·mtiles·p ..`; `mtiles` 1, or 2 with
+//! `MLAGENT_MMA_ROWS=32`), and each unit holds two rows of each (`g` and `g + 8` of the tile's 16,
+//! in the accumulator layout). With one M tile Q's fragments are loaded once into registers; with
+//! two they are re-read from shared memory per key tile. Per 64-key tile:
 //! 1. all units stage K and V `[64, D]` in shared memory (input dtype, rows padded by 8 elements
 //!    so that fragment loads hit distinct banks);
-//! 2. `S = Q Kᵀ` `[16, 64]` per plane into f32 accumulators (8 × D/16 products);
-//! 3. the online softmax on those registers: each unit's row maximum over its 16 scores, then over
-//!    its quad (the 4 units sharing the row) by shuffles; the output accumulators scaled by
-//!    `exp(m_old − m_new)`; `P = exp(s − m_new)`;
-//! 4. `O += P V` `[16, D]`, with `P`'s accumulator pairs used directly as the A fragments.
+//! 2. `S = Q Kᵀ` `[16, 64]` per M tile into f32 accumulators (8 × D/16 products), each K fragment
+//!    serving every M tile of the plane;
+//! 3. the online softmax on those registers (hidden keys masked only in tiles some row of the cube
+//!    cannot fully see): each unit's row maximum over its 16 scores, then over its quad (the 4
+//!    units sharing the row) by shuffles; the output accumulators scaled by `exp(m_old − m_new)`
+//!    where a row's maximum moved; `P = exp(s·scale − m_new)`;
+//! 4. `O += P V` `[16, D]` per M tile, with `P`'s accumulator pairs used directly as the A
+//!    fragments, each V fragment serving every M tile.
 //!
 //! No shared-memory round trip for `S`, `P` or `O` (the tensor-core kernel of
 //! [`super::attention_cmma`] needs one per tile, since `cmma` fragments are opaque). Each unit keeps
