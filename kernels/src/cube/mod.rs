@@ -559,9 +559,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             let ([q, k, v], vs) = vector_tiles([q, k, v], d);
             // SAFETY: unchecked (no clamped reads and guarded writes added by CubeCL: they cost more
             // instructions per tile than the products) because the kernel checks every index itself:
-            // rows are read only below T (`stage_rows_vec`), out/lse written only for rows below Tq,
-            // at offsets inside the contiguous outputs allocated above; shared indices are in range
-            // by construction (the lavapipe tests run the same indexing).
+            // Q/K/V rows are read only below Tq/Tk (`stage_rows_vec`), `pad` at the cube's batch,
+            // out/lse written only for rows below Tq, at offsets inside the contiguous outputs
+            // allocated above; shared tiles are addressed at rows below their row count and columns
+            // below the padded row stride. (The lavapipe tests cannot show an out-of-range index:
+            // wgpu bounds-checks every access. These guards are the argument.)
             unsafe { attention_mma::flash_fwd_mma_kernel::launch_unchecked::<R>(
                 &client,
                 CubeCount::Static(tq.div_ceil(planes * mtiles * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
