@@ -3,8 +3,9 @@
 //! cubecl-cuda turns a kernel into C++ with CubeCL's CUDA code generator, then hands the source to
 //! NVRTC on its first launch (`cubecl-cuda`'s `compute/context.rs`). Both steps run without a GPU:
 //! - [`tensor_core_kernels_generate_cuda_source`] expands the tensor-core attention kernels at the
-//!   shape the GPU runs (bf16, head dim 128) with the runtime's options and checks the source: the
-//!   expected WMMA / `mma.sync` / `ldmatrix` calls, shared arrays at aligned offsets.
+//!   shape the GPU runs (bf16, head dim 128) and the PPO / log-prob logits kernels with the
+//!   runtime's options and checks the source: the expected WMMA / `mma.sync` / `ldmatrix` calls,
+//!   shared arrays at aligned offsets, fast `exp`.
 //! - [`tensor_core_kernels_compile_with_nvrtc`] compiles every one of those sources with NVRTC for
 //!   sm_80 and sm_90a (the runtime's arch flag, include path and `-lineinfo`, plus ptxas' report),
 //!   checks what ptxas says about registers and local memory and, with `nvdisasm`, counts the
@@ -12,7 +13,10 @@
 //!   from PyPI and points `MLAGENT_NVRTC` at them. Without it the test says so and skips, unless
 //!   `MLAGENT_REQUIRE_NVRTC` is set.
 //!
-//! (The wgpu client only hosts the kernels' expansion; nothing is launched.)
+//! (The wgpu client only hosts the kernels' expansion; nothing is launched.) For kernel work:
+//! `MLAGENT_DUMP_CUDA=<dir>` writes every generated source there (`<name>.sm<arch>.cu`) and
+//! `MLAGENT_PRINT_CUDA=1` prints them; `cargo test --workspace --lib cuda_source_tests --
+//! --nocapture` prints ptxas' and the machine code's numbers for all of them.
 
 use crate::cube::{attention_cmma, attention_cmma_bwd, attention_mma, attention_mma_bwd};
 use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
