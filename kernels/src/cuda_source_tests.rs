@@ -19,6 +19,8 @@
 //! --nocapture` prints ptxas' and the machine code's numbers for all of them.
 
 use crate::cube::{attention_cmma, attention_cmma_bwd, attention_mma, attention_mma_bwd};
+// The wgpu device that hosts the kernels' expansion (lavapipe in CI).
+use crate::wgpu_tests::device;
 use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
 use cubecl::Compiler;
 use cubecl::Runtime;
@@ -50,14 +52,6 @@ struct CudaKernel {
     /// `mma.sync` (register tiles) or `wmma::mma_sync` (cmma) calls the source must hold.
     mma_calls: usize,
     source: String,
-}
-
-fn device() -> Option<WgpuDevice> {
-    if !crate::wgpu_adapter_present() {
-        eprintln!("skipping: no wgpu adapter to host the kernels' expansion (install mesa-vulkan-drivers for lavapipe)");
-        return None;
-    }
-    Some(if crate::gpu_adapter_present() { WgpuDevice::DefaultDevice } else { WgpuDevice::Cpu })
 }
 
 /// cubecl-cuda's compilation options on a card of compute capability `sm` (its `runtime.rs`): fast

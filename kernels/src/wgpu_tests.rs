@@ -8,7 +8,9 @@ use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
 use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
-fn device() -> Option<WgpuDevice> {
+/// The wgpu device for kernel tests: a GPU adapter where one exists, else lavapipe (`Cpu`); `None`,
+/// with a message, when there is no adapter at all.
+pub(crate) fn device() -> Option<WgpuDevice> {
     if !crate::wgpu_adapter_present() {
         eprintln!("skipping: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         return None;

@@ -23,7 +23,7 @@
 
 use super::attention_kernels::{key_range, visible_end};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
-use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma, scratch_len, stage_rows_vec};
+use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
 use cubecl::prelude::*;
 
 /// Keys per step of the dQ kernel.
@@ -88,8 +88,7 @@ fn abt<F: Float, N: Size>(
         #[unroll]
         for jp in 0..pairs {
             let f = load_bt_pair::<F, N>(b_sh, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
-            mma::<F>(&a, f[0], f[1], acc, comptime!(jp * 4), xs, emulate);
-            mma::<F>(&a, f[2], f[3], acc, comptime!(jp * 4 + 2), xs, emulate);
+            mma_pair_tiles::<F>(&a, &f, acc, 1usize, 0usize, comptime!(jp * 4), xs, emulate);
         }
     }
 }
@@ -121,8 +120,7 @@ fn pv<F: Float, N: Size>(
         #[unroll]
         for dp in 0..comptime!(head_dim / 16) {
             let f = load_b_pair::<F, N>(b_sh, kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
-            mma::<F>(&a, f[0], f[1], acc, comptime!(dp * 4), xs, emulate);
-            mma::<F>(&a, f[2], f[3], acc, comptime!(dp * 4 + 2), xs, emulate);
+            mma_pair_tiles::<F>(&a, &f, acc, 1usize, 0usize, comptime!(dp * 4), xs, emulate);
         }
     }
 }
