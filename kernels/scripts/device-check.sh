@@ -1,47 +1,56 @@
 #!/bin/bash
-# One prepared run of the fused kernels on a CUDA machine: correctness first, then timings, each
-# command under its own timeout, a short table last. The binary comes built here (no Rust on the
-# device): `CUDARC_CUDA_VERSION=13000 cargo build --release --bin mlagent`, stripped and gzipped to
-# carry/mlagent.gz (carry/ is git-ignored). Results land in $OUT (or ./device-out).
+# One prepared run of the fused kernels on a CUDA machine: correctness first, then timings (each
+# against the previous build where carry/mlagent-old.gz exists, in the same run), each command under
+# its own timeout and the whole under a deadline, a short table last. The binary comes built here
+# (no Rust on the device): `CUDARC_CUDA_VERSION=13000 cargo build --release --bin mlagent`,
+# stripped and gzipped to carry/mlagent.gz (carry/ is git-ignored). Every output lands in one
+# archive, $OUT/device-check.tgz (the device tool brings back at most 8 files).
 #
-#   bash kernels/scripts/device-check.sh     # at most 9.3 min (every command has a timeout)
+#   bash kernels/scripts/device-check.sh     # at most DEADLINE (default 360) s plus one command
 set -u
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-device-out}; mkdir -p "$OUT"
+OUT=${OUT:-device-out}; mkdir -p "$OUT"; W=$(mktemp -d); DEADLINE=${DEADLINE:-360}
 M=/tmp/mlagent; [ -x $M ] || { gzip -dc carry/mlagent.gz > $M && chmod +x $M; } || exit 1
+O=/tmp/mlagent-old; [ -e carry/mlagent-old.gz ] && { [ -x $O ] || { gzip -dc carry/mlagent-old.gz > $O && chmod +x $O; }; }
 NV=$(dirname "$(find /usr/local/cuda*/ -name 'libnvrtc.so*' 2>/dev/null | grep -v stubs | head -1)")
 export LD_LIBRARY_PATH="$NV:${LD_LIBRARY_PATH:-}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
-T0=$(date +%s)
-run() { local name=$1 to=$2; shift 2; local s=$(date +%s)
-  timeout "$to" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"; local rc=$?
-  echo "$name rc=$rc $(( $(date +%s) - s ))s (at $(( $(date +%s) - T0 ))s)" | tee -a "$OUT/summary.txt"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$W/card.txt"
+T0=$(date +%s); NAMES=()
+run() { local name=$1 to=$2; shift 2; local s=$(date +%s); NAMES+=("$name")
+  if [ $(( s - T0 )) -gt "$DEADLINE" ]; then echo "$name skipped (deadline)" | tee -a "$W/summary.txt"; return; fi
+  for a in "$@"; do [ "$a" = "$O" ] && [ ! -x $O ] && { echo "$name skipped (no old binary)" | tee -a "$W/summary.txt"; return; }; done
+  timeout "$to" "$@" > "$W/$name.out" 2> "$W/$name.err"; local rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - s ))s (at $(( $(date +%s) - T0 ))s)" | tee -a "$W/summary.txt"; }
 C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
-# Correctness (kernels check runs the backward kernels): the tensor-core forward and backward (bf16)
-# with its rescale path (rising keys); the register-tile kernels (mma.sync, forward and backward)
-# with ldmatrix (f16; bf16 with 32 rows per plane) and with element reads (bf16); their logic with
-# emulated products on CUDA (separates an MMA or ldmatrix fault from a logic fault).
-run check_bf16 40 $M $C --dtype bf16
-run check_bf16_rising 40 $M $C --dtype bf16 --causal --key-growth 12
-run check_mma 40 env MLAGENT_ATTENTION=mma $M $C --dtype f16 --causal --key-growth 12
-run check_mma_m32 40 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $M $C --dtype bf16 --causal --key-growth 12
-run check_mma_direct 40 env MLAGENT_ATTENTION=mma-direct $M $C --dtype bf16 --causal
-run check_mma_emulated 40 env MLAGENT_ATTENTION=mma-emulated $M $C --dtype bf16 --causal --key-growth 12
-B="kernels bench --device cuda --dtype bf16 --op attention --seq-len 4096 --causal --format json"
-# Timings: the forwards (tensor-core cmma; register-tile mma with 16 and 32 rows per plane), the
-# first against the plain-ops reference in the same run; forward+backward with the tensor-core
-# kernels, the register-tile kernels and training's default (closed-form) backward; the PPO loss
-# with its memory.
-run fwd_cmma 45 $M $B --baseline reference
-run fwd_mma 45 env MLAGENT_ATTENTION=mma $M $B --no-baseline
-run fwd_mma_m32 45 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $M $B --no-baseline
-run fwdbwd_kernels 45 $M $B --bwd --no-baseline
-run fwdbwd_mma 45 env MLAGENT_ATTENTION=mma $M $B --bwd --no-baseline
-run fwdbwd_refbwd 45 $M $B --bwd --reference-bwd --no-baseline
-run ppo 45 $M kernels bench --device cuda --dtype bf16 --op ppo --bwd --format json
+# Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
+# warp, cp.async tiles) in bf16; 16 rows per warp in f16; the same loops loading through registers
+# (separates a cp.async fault from a loop fault); GQA 7 at head dim 64, not causal, off the tile grid.
+run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
+run check_rows16_f16 30 env MLAGENT_MMA_ROWS=16 $M $C --dtype f16 --causal --key-growth 12
+run check_sync 30 env MLAGENT_MMA_ASYNC=0 $M $C --dtype bf16 --causal --key-growth 12
+run check_gqa7 30 $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
+B="kernels bench --device cuda --dtype bf16 --op attention --format json"
+S="--seq-len 4096 --causal --no-baseline"
+# Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16), new against old, interleaved twice.
+for i in 1 2; do
+  run fwd_new_$i 30 $M $B $S
+  run fwd_old_$i 30 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $O $B $S
+done
+run fwdbwd_new 30 $M $B $S --bwd
+run fwdbwd_old 30 env MLAGENT_ATTENTION=mma $O $B $S --bwd
+run fwd_sync 30 env MLAGENT_MMA_ASYNC=0 $M $B $S
+run fwdbwd_sync 30 env MLAGENT_MMA_ASYNC=0 $M $B $S --bwd
+run fwd_rows16 30 env MLAGENT_MMA_ROWS=16 $M $B $S
+run fwdbwd_refbwd 45 $M $B $S --bwd --reference-bwd
+run fwd_8192 30 $M $B --seq-len 8192 --causal --no-baseline
+run fwdbwd_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
+run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
+run fwd_baseline 50 env CUBECL_AUTOTUNE_LEVEL=minimal $M $B --seq-len 4096 --causal --baseline reference
+tar czf "$OUT/device-check.tgz" -C "$W" .
+for f in "$W"/*.err; do [ -s "$f" ] && { echo "-- $(basename "$f")"; grep -v 'WARN\|^$' "$f" | tail -3 | cut -c1-300; }; done
 echo; echo "| run | result |"; echo "|---|---|"
-for f in check_bf16 check_bf16_rising check_mma check_mma_m32 check_mma_direct check_mma_emulated; do
-  echo "| $f | $(tail -1 "$OUT/$f.out" | cut -c1-300) |"; done
-for f in fwd_cmma fwd_mma fwd_mma_m32 fwdbwd_kernels fwdbwd_mma fwdbwd_refbwd ppo; do
-  echo "| $f | $(tail -1 "$OUT/$f.out" | grep -o '"results":.*' | cut -c1-400) |"; done
-cat "$OUT/summary.txt"
+for f in "${NAMES[@]}"; do [ -e "$W/$f.out" ] || continue
+  case $f in check_*) r=$(tail -1 "$W/$f.out" | cut -c1-260);;
+    *) r=$(tail -1 "$W/$f.out" | grep -o '"results":\[[^]]*\]' | grep -o '"\(TFLOP/s\|ms\|impl\)":[^,]*' | tr '\n' ' ' | cut -c1-260);; esac
+  echo "| $f | $r |"; done
+cat "$W/card.txt" "$W/summary.txt"

@@ -14,10 +14,12 @@
 //!   `MLAGENT_REQUIRE_NVRTC` is set.
 //!
 //! (The wgpu client only hosts the kernels' expansion; nothing is launched.) For kernel work:
-//! `MLAGENT_DUMP_CUDA=<dir>` writes every generated source there (`<name>.sm<arch>.cu`) and
+//! `MLAGENT_DUMP_CUDA=<dir>` writes every generated source there (`<name>.sm<arch>.cu`, and the
+//! machine code as `<name>-<arch>.sass` where `nvdisasm` is at hand) and
 //! `MLAGENT_PRINT_CUDA=1` prints them; `cargo test --workspace --lib cuda_source_tests --
 //! --nocapture` prints ptxas' and the machine code's numbers for all of them.
 
+use crate::cube::tile_copy::{AsyncCopy, SyncCopy};
 use crate::cube::{attention_cmma, attention_cmma_bwd, attention_mma, attention_mma_bwd};
 // The wgpu device that hosts the kernels' expansion (lavapipe in CI).
 use crate::wgpu_tests::device;
@@ -111,22 +113,35 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
     let mma = KernelSettings::default().cube_dim(CubeDim::new_2d(crate::cube::mma_frags::PLANE as u32, planes as u32)).address_type(AddressType::U32);
     // Q, K, V staged 8 bf16 (16 bytes) at a time, as `vector_tiles` picks on CUDA.
     let vector = 8;
-    for (causal, ldmatrix, mtiles) in [(true, true, 1), (false, true, 1), (true, false, 1), (true, true, 2), (false, true, 2)] {
+    // The forward fills its K/V buffers with `cp.async` on CUDA (`AsyncCopy`); one case through
+    // registers (`MLAGENT_MMA_ASYNC=0`) for comparison.
+    for (causal, ldmatrix, mtiles, async_copy) in [(true, true, 1, true), (false, true, 1, true), (true, false, 1, true), (true, true, 2, true), (false, true, 2, true), (true, true, 2, false)] {
         let family = if ldmatrix { Family::Mma } else { Family::MmaDirect };
-        let k = FlashFwdMmaKernel::<WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), (), (), vector, causal, d, planes, mtiles, ldmatrix, false, dtypes);
+        let (settings, client) = (mma.clone(), client.clone());
+        let definition = if async_copy {
+            FlashFwdMmaKernel::<AsyncCopy, WgpuRuntime>::new(settings, client, t(), t(), t(), t(), t(), t(), (), (), vector, causal, d, planes, mtiles, ldmatrix, false, dtypes).define()
+        } else {
+            FlashFwdMmaKernel::<SyncCopy, WgpuRuntime>::new(settings, client, t(), t(), t(), t(), t(), t(), (), (), vector, causal, d, planes, mtiles, ldmatrix, false, dtypes).define()
+        };
         // Per 64-key tile and M tile, in m16n8k16 products: S = Q Kᵀ (8 key blocks of 8 × 8 steps
         // of 16 dims) and P V (16 blocks of 8 dims × 4 steps of 16 keys), 64 each.
-        let name = format!("mma fwd{}{}{}", if causal { " causal" } else { "" }, if ldmatrix { "" } else { " direct" }, if mtiles == 2 { " m32" } else { "" });
-        push(name, family, mtiles * (2 * 4 * 8 + 2 * 4 * 8), k.define());
+        let name = format!(
+            "mma fwd{}{}{}{}",
+            if causal { " causal" } else { "" },
+            if ldmatrix { "" } else { " direct" },
+            if mtiles == 2 { " m32" } else { "" },
+            if async_copy { "" } else { " sync" }
+        );
+        push(name, family, mtiles * (2 * 4 * 8 + 2 * 4 * 8), definition);
     }
     for ldmatrix in [true, false] {
         let family = if ldmatrix { Family::Mma } else { Family::MmaDirect };
         let suffix = if ldmatrix { "" } else { " direct" };
         // dQ per step: S, dP (4 pairs × 8 steps × 2 each) and dS K (4 steps × 8 pairs × 2).
-        let k = FlashDqMmaKernel::<WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
+        let k = FlashDqMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
         push(format!("mma dq causal{suffix}"), family, 3 * 4 * 8 * 2, k.define());
         // dK/dV per step: Sᵀ, dPᵀ (2 × 8 × 2 each), Pᵀ dO and dSᵀ Q (2 × 8 × 2 each).
-        let k = FlashDkvMmaKernel::<WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
+        let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
         push(format!("mma dkv causal{suffix}"), family, 4 * 2 * 8 * 2, k.define());
     }
     out.extend(logits_kernels(dev, sm));
@@ -200,6 +215,8 @@ fn tensor_core_kernels_generate_cuda_source() {
             Family::Mma | Family::MmaDirect => {
                 assert_eq!(calls("__mma_m16n8k16___nv_bfloat16___nv_bfloat16_float("), k.mma_calls, "{name}: mma.sync calls");
                 assert_eq!(source.contains("ldmatrix"), k.family == Family::Mma, "{name}: ldmatrix use");
+                let async_copy = !name.ends_with("sync");
+                assert_eq!(source.contains("__cp_async_shared_global<16>"), async_copy, "{name}: 16-byte cp.async");
             }
             // Fast exp: the accurate one costs several times the instructions per logit.
             Family::Logits => assert!(source.contains("__expf(") && !source.contains(" exp("), "{name}: exp not compiled to __expf"),
@@ -280,20 +297,30 @@ impl Nvrtc {
         let out = std::process::Command::new(tool).arg(&path).output().unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
         let _ = std::fs::remove_file(&path);
         assert!(out.status.success(), "{} {name}: {}", tool.display(), String::from_utf8_lossy(&out.stderr));
-        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        let sass = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(dir) = std::env::var_os("MLAGENT_DUMP_CUDA") {
+            let path = Path::new(&dir).join(format!("{name}.sass"));
+            std::fs::write(&path, &sass).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
+        Some(sass)
     }
 
     /// Compiles `source` with cubecl-cuda's options for `arch` plus `--ptxas-options=-v`: the log
     /// (ptxas' report) and the machine code (CUBIN) on success, the log as the error otherwise.
     fn compile(&self, source: &str, arch: &str) -> Result<(String, Vec<u8>), String> {
         use std::ffi::{CString, c_char};
+        // As cubecl-cuda: CUDA's include/, and include/cccl where it exists (CUDA 13 keeps CCCL's
+        // headers there; the register-tile forward's `cp.async` barriers need `cuda/barrier`).
+        let cccl = self.include.join("cccl");
         let options: Vec<CString> = [
-            format!("--gpu-architecture={arch}"),
-            format!("--include-path={}", self.include.display()),
-            "-lineinfo".into(),
-            "--ptxas-options=-v".into(),
+            Some(format!("--gpu-architecture={arch}")),
+            Some(format!("--include-path={}", self.include.display())),
+            cccl.exists().then(|| format!("--include-path={}", cccl.display())),
+            Some("-lineinfo".into()),
+            Some("--ptxas-options=-v".into()),
         ]
         .into_iter()
+        .flatten()
         .map(|o| CString::new(o).expect("no NUL in options"))
         .collect();
         let pointers: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();

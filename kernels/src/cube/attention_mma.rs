@@ -3,12 +3,14 @@
 //! ([`super::mma_frags`]).
 //!
 //! Cube: `planes` planes of 32 units (`CubeDim (32, planes)`, 4 on CUDA); plane `p` owns `mtiles`
-//! 16-row M tiles of the cube's query tile (rows `16·mtiles·p ..`; `mtiles` 1, or 2 with
-//! `MLAGENT_MMA_ROWS=32`), and each unit holds two rows of each (`g` and `g + 8` of the tile's 16,
+//! 16-row M tiles of the cube's query tile (rows `16·mtiles·p ..`; `mtiles` 2 by default, 1 with
+//! `MLAGENT_MMA_ROWS=16`), and each unit holds two rows of each (`g` and `g + 8` of the tile's 16,
 //! in the accumulator layout). With one M tile Q's fragments are loaded once into registers; with
 //! two they are re-read from shared memory per key tile. Per 64-key tile:
-//! 1. all units stage K and V `[64, D]` in shared memory (input dtype, rows padded by 8 elements
-//!    so that fragment loads hit distinct banks);
+//! 1. all units start staging the next K and V `[64, D]` tiles into the second pair of shared
+//!    buffers (input dtype, rows padded by 8 elements so that fragment loads hit distinct banks)
+//!    and wait for this tile's ([`super::tile_copy`]: with `cp.async` on CUDA the next tile's copies
+//!    land during steps 2–4);
 //! 2. `S = Q Kᵀ` `[16, 64]` per M tile into f32 accumulators (8 × D/16 products), each K fragment
 //!    serving every M tile of the plane;
 //! 3. the online softmax on those registers (hidden keys masked only in tiles some row of the cube
@@ -30,6 +32,7 @@
 
 use super::attention_kernels::{key_range, visible_end};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, quad_max, quad_sum, scratch_len, stage_rows_vec};
+use super::tile_copy::TileCopy;
 use cubecl::prelude::*;
 
 /// Query rows per plane (the MMA's M).
@@ -49,9 +52,10 @@ pub const fn ld_tile(head_dim: usize) -> usize {
     head_dim + 8
 }
 
-/// Shared memory the kernel takes, in bytes: Q, K and V tiles, and the emulation scratch.
+/// Shared memory the kernel takes, in bytes: the Q tile, two K and two V tiles, the emulation
+/// scratch, and the two buffers' fences (8 bytes each).
 pub fn shared_bytes(d: usize, elem: usize, planes: usize, mtiles: usize, emulate: bool) -> usize {
-    (planes * mtiles * ROWS_PER_PLANE + 2 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate)
+    (planes * mtiles * ROWS_PER_PLANE + 4 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate) + 16
 }
 
 /// Planes per cube when emulating: the most (≤ [`PLANES`]) that fit `max_shared` bytes; `None`
@@ -77,6 +81,9 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize, mtiles: usize) -> usi
 /// and V come as vectors of `N` elements (a divisor of 8): their last dimension contiguous, every
 /// stride a multiple of `N`.
 ///
+/// `C` fills the K/V buffers: [`super::tile_copy::AsyncCopy`] (`cp.async`, CUDA, 16-byte vectors)
+/// or [`super::tile_copy::SyncCopy`].
+///
 /// `mtiles` is the number of 16-row M tiles per plane. With 1, Q's fragments stay in registers and
 /// every plane reads the whole K and V tiles for its 16 rows. With 2 (FlashAttention-2's 32 rows
 /// per warp), each K and V fragment serves both M tiles, so shared-memory reads per tensor-core
@@ -88,8 +95,8 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize, mtiles: usize) -> usi
 /// precision; FlashAttention does the same with `exp2f`): masked scores are `f32::MIN`, never
 /// `-inf`, and `exp` of `f32::MIN·scale − off` (or of its overflow to `-inf`) is 0.
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
-#[allow(clippy::too_many_arguments)]
-pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
+#[allow(clippy::too_many_arguments, arithmetic_overflow)] // (the overflow lint reads CubeCL's placeholder cube counts)
+pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -111,7 +118,11 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     let units = comptime!(PLANE * planes);
     let plane_rows = comptime!(ROWS_PER_PLANE * mtiles);
     let block_q = comptime!(plane_rows * planes);
-    let first_row = CUBE_POS_X as usize * block_q;
+    // Causal: the cubes with the most key tiles (the last query tiles) start first, so that the
+    // short ones fill the tail of the grid (longest-processing-time-first scheduling).
+    let (tiles, pos) = (CUBE_COUNT_X as usize, CUBE_POS_X as usize);
+    let qtile = if comptime!(causal) { tiles - 1 - pos } else { pos };
+    let first_row = qtile * block_q;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
     let (nh, tq) = (q.shape(1), q.shape(2));
@@ -131,12 +142,16 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     let q_in_regs = comptime!(mtiles == 1);
 
     let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(block_q * ld_tile(head_dim) / vs));
-    let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
-    let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
+    // K and V: two buffers each (the tile being read, the next one being filled).
+    let kv_tile = comptime!(BLOCK_K * ld_tile(head_dim) / vs);
+    let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(2 * kv_tile));
+    let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(2 * kv_tile));
     let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
+    let fence0 = C::fence();
+    let fence1 = C::fence();
 
     let qb = b * q.stride(0) + h * q.stride(1);
-    stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, block_q, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, 0usize, block_q, ld, head_dim, vs, units);
     sync_cube();
     let q_off = plane * plane_rows * ld;
     // With one M tile, Q's fragments once, into registers: 4 per 16 columns.
@@ -179,13 +194,36 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
     let (k_rs, v_rs) = (k.stride(2), v.stride(2));
+    // The first K/V tile into buffer 0 (the fences were initialised before Q's barrier above).
+    if start < end {
+        C::copy_rows::<F, N>(k, kb, k_rs, start, tk, &mut ks, 0usize, BLOCK_K, ld, head_dim, vs, units);
+        C::copy_rows::<F, N>(v, vb, v_rs, start, tk, &mut vt, 0usize, BLOCK_K, ld, head_dim, vs, units);
+        C::commit(&fence0);
+    }
     let mut kt = start;
+    let mut buf = 0usize;
     while kt < end {
-        // 1. K and V tiles (the barrier first: the previous tile's fragment loads are done).
+        // 1. The barrier: every plane is done with the other buffer (the previous tile). Then the
+        // next tile goes into it while this one is used (see `tile_copy`).
         sync_cube();
-        stage_rows_vec::<F, N>(k, kb, k_rs, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
-        stage_rows_vec::<F, N>(v, vb, v_rs, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
-        sync_cube();
+        let next = kt + BLOCK_K;
+        if next < end {
+            let other = (1 - buf) * kv_tile;
+            C::copy_rows::<F, N>(k, kb, k_rs, next, tk, &mut ks, other, BLOCK_K, ld, head_dim, vs, units);
+            C::copy_rows::<F, N>(v, vb, v_rs, next, tk, &mut vt, other, BLOCK_K, ld, head_dim, vs, units);
+            if buf == 0 {
+                C::commit(&fence1);
+            } else {
+                C::commit(&fence0);
+            }
+        }
+        if buf == 0 {
+            C::wait(&fence0);
+        } else {
+            C::wait(&fence1);
+        }
+        // This tile's buffer, in elements.
+        let kvo = buf * comptime!(BLOCK_K * ld_tile(head_dim));
 
         // 2. S = Q Kᵀ: M tile mt, key block j (8 keys) in vectors mt·sl + 2j, mt·sl + 2j + 1. Per
         // 16-wide step of the head dim, each K fragment serves every M tile.
@@ -214,7 +252,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             }
             #[unroll]
             for jp in 0..comptime!(BLOCK_K / 16) {
-                let kf = load_bt_pair::<F, N>(&ks, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
+                let kf = load_bt_pair::<F, N>(&ks, kvo + jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
                 mma_pair_tiles::<F>(&a, &kf, &mut s, mtiles, sl, comptime!(jp * 4), &mut xs, emulate);
             }
         }
@@ -305,11 +343,12 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size>(
             }
             #[unroll]
             for dp in 0..comptime!(head_dim / 16) {
-                let vf = load_b_pair::<F, N>(&vt, kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
+                let vf = load_b_pair::<F, N>(&vt, kvo + kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
                 mma_pair_tiles::<F>(&pa, &vf, &mut o, mtiles, ol, comptime!(dp * 4), &mut xs, emulate);
             }
         }
-        kt += BLOCK_K;
+        kt = next;
+        buf = 1 - buf;
     }
 
     // Row sums over the quads; the normalised output and the log-sum-exp.

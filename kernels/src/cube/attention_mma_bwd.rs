@@ -24,6 +24,7 @@
 use super::attention_kernels::{key_range, visible_end};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
+use super::tile_copy::TileCopy;
 use cubecl::prelude::*;
 
 /// Keys per step of the dQ kernel.
@@ -31,16 +32,16 @@ pub const BLOCK_K: usize = 64;
 /// Queries per step of the dK/dV kernel.
 pub const BLOCK_Q: usize = 32;
 
-/// Shared memory of [`flash_dq_mma_kernel`] in bytes: Q and dO rows, K and V tiles, the emulation
-/// scratch.
+/// Shared memory of [`flash_dq_mma_kernel`] in bytes: Q and dO rows, two K and two V tiles, the
+/// emulation scratch, two fences.
 pub fn dq_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> usize {
-    (2 * planes * ROWS_PER_PLANE + 2 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate)
+    (2 * planes * ROWS_PER_PLANE + 4 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate) + 16
 }
 
-/// Shared memory of [`flash_dkv_mma_kernel`] in bytes: K and V rows, Q and dO tiles, the tile's
-/// lse and D, the emulation scratch.
+/// Shared memory of [`flash_dkv_mma_kernel`] in bytes: K and V rows, two Q and two dO tiles, the
+/// tiles' lse and D, the emulation scratch, two fences.
 pub fn dkv_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> usize {
-    (2 * planes * ROWS_PER_PLANE + 2 * BLOCK_Q) * ld_tile(d) * elem + 4 * (2 * BLOCK_Q + scratch_len(planes, emulate))
+    (2 * planes * ROWS_PER_PLANE + 4 * BLOCK_Q) * ld_tile(d) * elem + 4 * (4 * BLOCK_Q + scratch_len(planes, emulate)) + 16
 }
 
 /// Planes per cube when emulating: the most (≤ 4) for which both kernels fit `max_shared` bytes;
@@ -66,13 +67,15 @@ pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize, groups: us
 }
 
 /// `a · b` fragments for `[16, D] × [D, 16·pairs]` into `acc` (column pair `jp` in vectors
-/// `4jp..4jp + 4`): A rows at `a_off` of `a_sh`, B's columns the rows of `b_sh` (`X Yᵀ`).
+/// `4jp..4jp + 4`): A rows at element `a_off` of `a_sh`, B's columns the rows of `b_sh` from
+/// element `b_off` (`X Yᵀ`).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn abt<F: Float, N: Size>(
     a_sh: &SharedMemory<Vector<F, N>>,
     a_off: usize,
     b_sh: &SharedMemory<Vector<F, N>>,
+    b_off: usize,
     acc: &mut Array<Vector<f32, Const<2>>>,
     xs: &mut SharedMemory<f32>,
     #[comptime] pairs: usize,
@@ -87,19 +90,20 @@ fn abt<F: Float, N: Size>(
         let a = load_a::<F, N>(a_sh, a_off + kk * 16, ld, vs, ldmatrix);
         #[unroll]
         for jp in 0..pairs {
-            let f = load_bt_pair::<F, N>(b_sh, jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
+            let f = load_bt_pair::<F, N>(b_sh, b_off + jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
             mma_pair_tiles::<F>(&a, &f, acc, 1usize, 0usize, comptime!(jp * 4), xs, emulate);
         }
     }
 }
 
-/// `acc[16, D] += p[16, 16·steps] · b_sh[16·steps, D]`: `p`'s accumulator pairs (blocks of 8
+/// `acc[16, D] += p[16, 16·steps] · b_sh[16·steps, D]` (`b_sh`'s rows from element `b_off`): `p`'s accumulator pairs (blocks of 8
 /// columns in vectors `2j`, `2j + 1`) cast to the input dtype as A fragments.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn pv<F: Float, N: Size>(
     p: &Array<Vector<f32, Const<2>>>,
     b_sh: &SharedMemory<Vector<F, N>>,
+    b_off: usize,
     acc: &mut Array<Vector<f32, Const<2>>>,
     xs: &mut SharedMemory<f32>,
     #[comptime] steps: usize,
@@ -119,9 +123,54 @@ fn pv<F: Float, N: Size>(
         }
         #[unroll]
         for dp in 0..comptime!(head_dim / 16) {
-            let f = load_b_pair::<F, N>(b_sh, kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
+            let f = load_b_pair::<F, N>(b_sh, b_off + kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
             mma_pair_tiles::<F>(&a, &f, acc, 1usize, 0usize, comptime!(dp * 4), xs, emulate);
         }
+    }
+}
+
+/// The dK/dV kernel's step inputs into buffer `buf`: query head `h`'s rows `qt..qt + BLOCK_Q` of Q
+/// and dO through `C`, and their lse and D (plain stores by the first `BLOCK_Q` units; rows past
+/// Tq get lse = f32::MAX, so their P is 0). The caller commits and synchronises.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
+    q: &Tensor<Vector<F, N>>,
+    dout: &Tensor<Vector<F, N>>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    b: usize,
+    h: usize,
+    qt: usize,
+    qs: &mut SharedMemory<Vector<F, N>>,
+    dos: &mut SharedMemory<Vector<F, N>>,
+    lse_s: &mut SharedMemory<f32>,
+    delta_s: &mut SharedMemory<f32>,
+    buf: usize,
+    #[comptime] ld: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] vs: usize,
+    #[comptime] units: usize,
+) {
+    let (nh, tq) = (q.shape(1), q.shape(2));
+    let off = buf * comptime!(BLOCK_Q * ld / vs);
+    let qb = b * q.stride(0) + h * q.stride(1);
+    let ob = b * dout.stride(0) + h * dout.stride(1);
+    C::copy_rows::<F, N>(q, qb, q.stride(2), qt, tq, qs, off, BLOCK_Q, ld, head_dim, vs, units);
+    C::copy_rows::<F, N>(dout, ob, dout.stride(2), qt, tq, dos, off, BLOCK_Q, ld, head_dim, vs, units);
+    // units ≥ 32 = BLOCK_Q.
+    let tid = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
+    if tid < BLOCK_Q {
+        let qi = qt + tid;
+        let mut l = f32::max_value();
+        let mut dd = f32::new(0.0);
+        if qi < tq {
+            let rb = (b * nh + h) * tq;
+            l = lse[rb + qi];
+            dd = delta[rb + qi];
+        }
+        lse_s[buf * BLOCK_Q + tid] = l;
+        delta_s[buf * BLOCK_Q + tid] = dd;
     }
 }
 
@@ -139,8 +188,8 @@ fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
 /// dQ: cube (`16·planes` query rows, head, batch); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
 /// contiguous; Q, K, V, dO as vectors of `N` (see [`super::attention_mma::flash_fwd_mma_kernel`]).
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
-#[allow(clippy::too_many_arguments)]
-pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
+#[allow(clippy::too_many_arguments, arithmetic_overflow)] // (the overflow lint reads CubeCL's placeholder cube counts)
+pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -162,7 +211,10 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
     let plane = UNIT_POS_Y as usize;
     let units = comptime!(PLANE * planes);
     let rows = comptime!(ROWS_PER_PLANE * planes);
-    let first_row = CUBE_POS_X as usize * rows;
+    // Causal: the query tiles with the most key tiles first (see the forward).
+    let (tiles, pos) = (CUBE_COUNT_X as usize, CUBE_POS_X as usize);
+    let qtile = if comptime!(causal) { tiles - 1 - pos } else { pos };
+    let first_row = qtile * rows;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
     let (nh, tq) = (q.shape(1), q.shape(2));
@@ -175,14 +227,18 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
 
     let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
     let mut dos = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
-    let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
-    let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_K * ld_tile(head_dim) / vs));
+    // K and V: two buffers each (see `tile_copy`).
+    let kv_tile = comptime!(BLOCK_K * ld_tile(head_dim) / vs);
+    let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(2 * kv_tile));
+    let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(2 * kv_tile));
     let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
+    let fence0 = C::fence();
+    let fence1 = C::fence();
 
     let qb = b * q.stride(0) + h * q.stride(1);
     let ob = b * dout.stride(0) + h * dout.stride(1);
-    stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, rows, ld, head_dim, vs, units);
-    stage_rows_vec::<F, N>(dout, ob, dout.stride(2), first_row, tq, &mut dos, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, 0usize, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(dout, ob, dout.stride(2), first_row, tq, &mut dos, 0usize, rows, ld, head_dim, vs, units);
 
     // This unit's rows g and g + 8 of its plane: visible keys [pad_b, hi), lse and D.
     let g = lane / 4;
@@ -210,17 +266,39 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
     let (k_rs, v_rs) = (k.stride(2), v.stride(2));
     let (start, end) = key_range(first_row, rows, tq, tk, pad_b, q_offset, BLOCK_K, causal);
     let full_end = visible_end(first_row, tk, q_offset, causal);
+    // The first K/V tile into buffer 0 (Q and dO are staged; the loop's barrier orders them).
+    if start < end {
+        C::copy_rows::<F, N>(k, kb, k_rs, start, tk, &mut ks, 0usize, BLOCK_K, ld, head_dim, vs, units);
+        C::copy_rows::<F, N>(v, vb, v_rs, start, tk, &mut vt, 0usize, BLOCK_K, ld, head_dim, vs, units);
+        C::commit(&fence0);
+    }
     let mut kt = start;
+    let mut buf = 0usize;
     while kt < end {
+        // Every plane is done with the other buffer; the next tile goes there (see `tile_copy`).
         sync_cube();
-        stage_rows_vec::<F, N>(k, kb, k_rs, kt, tk, &mut ks, BLOCK_K, ld, head_dim, vs, units);
-        stage_rows_vec::<F, N>(v, vb, v_rs, kt, tk, &mut vt, BLOCK_K, ld, head_dim, vs, units);
-        sync_cube();
+        let next = kt + BLOCK_K;
+        if next < end {
+            let other = (1 - buf) * kv_tile;
+            C::copy_rows::<F, N>(k, kb, k_rs, next, tk, &mut ks, other, BLOCK_K, ld, head_dim, vs, units);
+            C::copy_rows::<F, N>(v, vb, v_rs, next, tk, &mut vt, other, BLOCK_K, ld, head_dim, vs, units);
+            if buf == 0 {
+                C::commit(&fence1);
+            } else {
+                C::commit(&fence0);
+            }
+        }
+        if buf == 0 {
+            C::wait(&fence0);
+        } else {
+            C::wait(&fence1);
+        }
+        let kvo = buf * comptime!(BLOCK_K * ld_tile(head_dim));
         // S = Q Kᵀ and dP = dO Vᵀ: [16, D] × [D, 64].
         let mut s = zeros(comptime!(2 * BLOCK_K / 8));
         let mut dp = zeros(comptime!(2 * BLOCK_K / 8));
-        abt::<F, N>(&qs, q_off, &ks, &mut s, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
-        abt::<F, N>(&dos, q_off, &vt, &mut dp, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
+        abt::<F, N>(&qs, q_off, &ks, kvo, &mut s, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
+        abt::<F, N>(&dos, q_off, &vt, kvo, &mut dp, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
         // dS = P∘(dP − D), into s; then, only in a tile some row of the cube cannot fully see,
         // zero on hidden keys (selects, not branches: P may be inf there). Rows past Tq and
         // padding queries have lse = f32::MAX, so P = 0.
@@ -255,8 +333,9 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
             }
         }
         // dQ += dS K: [16, 64] × [64, D].
-        pv::<F, N>(&s, &ks, &mut acc, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
-        kt += BLOCK_K;
+        pv::<F, N>(&s, &ks, kvo, &mut acc, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
+        kt = next;
+        buf = 1 - buf;
     }
 
     #[unroll]
@@ -278,7 +357,7 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size>(
 /// heads that share the KV head; dk, dv `[B, K, Tk, D]` contiguous.
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
-pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
+pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -299,7 +378,6 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
 ) {
     let lane = UNIT_POS_X as usize;
     let plane = UNIT_POS_Y as usize;
-    let tid = plane * PLANE + lane;
     let units = comptime!(PLANE * planes);
     let rows = comptime!(ROWS_PER_PLANE * planes);
     let first_key = CUBE_POS_X as usize * rows;
@@ -315,16 +393,20 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
 
     let mut ks = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
     let mut vt = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
-    let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_Q * ld_tile(head_dim) / vs));
-    let mut dos = SharedMemory::<Vector<F, N>>::new(comptime!(BLOCK_Q * ld_tile(head_dim) / vs));
-    let mut lse_s = SharedMemory::<f32>::new(BLOCK_Q);
-    let mut delta_s = SharedMemory::<f32>::new(BLOCK_Q);
+    // Q, dO and their rows' lse and D: two buffers each (see `tile_copy`).
+    let q_tile = comptime!(BLOCK_Q * ld_tile(head_dim) / vs);
+    let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(2 * q_tile));
+    let mut dos = SharedMemory::<Vector<F, N>>::new(comptime!(2 * q_tile));
+    let mut lse_s = SharedMemory::<f32>::new(comptime!(2 * BLOCK_Q));
+    let mut delta_s = SharedMemory::<f32>::new(comptime!(2 * BLOCK_Q));
     let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
+    let fence0 = C::fence();
+    let fence1 = C::fence();
 
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
-    stage_rows_vec::<F, N>(k, kb, k.stride(2), first_key, tk, &mut ks, rows, ld, head_dim, vs, units);
-    stage_rows_vec::<F, N>(v, vb, v.stride(2), first_key, tk, &mut vt, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(k, kb, k.stride(2), first_key, tk, &mut ks, 0usize, rows, ld, head_dim, vs, units);
+    stage_rows_vec::<F, N>(v, vb, v.stride(2), first_key, tk, &mut vt, 0usize, rows, ld, head_dim, vs, units);
 
     // This unit's key rows g and g + 8 of its plane.
     let g = lane / 4;
@@ -346,35 +428,51 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
         q_start = ((first_key - q_offset) / BLOCK_Q) * BLOCK_Q;
     }
 
-    let (q_rs, o_rs) = (q.stride(2), dout.stride(2));
-    for gi in 0..groups {
-        let h = kvh * groups + gi;
-        let qb = b * q.stride(0) + h * q.stride(1);
-        let ob = b * dout.stride(0) + h * dout.stride(1);
-        let rb = (b * nh + h) * tq;
-        let mut qt = q_start;
-        while qt < tq {
-            sync_cube();
-            stage_rows_vec::<F, N>(q, qb, q_rs, qt, tq, &mut qs, BLOCK_Q, ld, head_dim, vs, units);
-            stage_rows_vec::<F, N>(dout, ob, o_rs, qt, tq, &mut dos, BLOCK_Q, ld, head_dim, vs, units);
-            // units ≥ 32 = BLOCK_Q.
-            if tid < BLOCK_Q {
-                let qi = qt + tid;
-                let mut l = f32::max_value();
-                let mut dd = f32::new(0.0);
-                if qi < tq {
-                    l = lse[rb + qi];
-                    dd = delta[rb + qi];
-                }
-                lse_s[tid] = l;
-                delta_s[tid] = dd;
+    // One loop over the (query head of the group, query tile) steps, so that each step's Q/dO
+    // tiles are copied during the one before.
+    let q_tiles = (tq - q_start.min(tq)).div_ceil(BLOCK_Q);
+    let steps = groups * q_tiles;
+    if steps > 0 {
+        stage_q_tile::<F, N, C>(q, dout, lse, delta, b, kvh * groups, q_start, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 0usize, ld, head_dim, vs, units);
+        C::commit(&fence0);
+    }
+    let mut step = 0;
+    let mut buf = 0usize;
+    // The step's query tile, and the next step's head and tile (stepped, not divided out).
+    let mut qt = q_start;
+    let mut next_h = kvh * groups;
+    let mut next_qt = q_start;
+    while step < steps {
+        next_qt += BLOCK_Q;
+        if next_qt >= tq {
+            next_qt = q_start;
+            next_h += 1;
+        }
+        // Every plane is done with the other buffer; the next step's tiles go there.
+        sync_cube();
+        let next = step + 1;
+        if next < steps {
+            stage_q_tile::<F, N, C>(q, dout, lse, delta, b, next_h, next_qt, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 1 - buf, ld, head_dim, vs, units);
+            if buf == 0 {
+                C::commit(&fence1);
+            } else {
+                C::commit(&fence0);
             }
-            sync_cube();
+        }
+        if buf == 0 {
+            C::wait(&fence0);
+        } else {
+            C::wait(&fence1);
+        }
+        // This step's buffers: Q/dO in elements, lse/D in entries.
+        let qo = buf * comptime!(BLOCK_Q * ld_tile(head_dim));
+        let so = buf * BLOCK_Q;
+        {
             // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: [16, D] × [D, 32].
             let mut st = zeros(comptime!(2 * BLOCK_Q / 8));
             let mut dpt = zeros(comptime!(2 * BLOCK_Q / 8));
-            abt::<F, N>(&ks, k_off, &qs, &mut st, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
-            abt::<F, N>(&vt, k_off, &dos, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            abt::<F, N>(&ks, k_off, &qs, qo, &mut st, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            abt::<F, N>(&vt, k_off, &dos, qo, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
             // Pᵀ (into st) and dSᵀ = Pᵀ∘(dPᵀ − D) (into dpt); then, only in a tile where some
             // (key, query) pair of the cube is hidden, zero on hidden pairs (selects: P may be
             // inf there). Queries past Tq have lse = f32::MAX, so P = 0.
@@ -389,9 +487,9 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
                     #[unroll]
                     for e in 0..2usize {
                         let col = 8 * j + 2 * t + e;
-                        let pe = (x[e] * scale - lse_s[col]).exp();
+                        let pe = (x[e] * scale - lse_s[so + col]).exp();
                         p[e] = pe;
-                        ds[e] = pe * (y[e] - delta_s[col]);
+                        ds[e] = pe * (y[e] - delta_s[so + col]);
                     }
                     st[2 * j + r] = p;
                     dpt[2 * j + r] = ds;
@@ -420,10 +518,12 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size>(
                 }
             }
             // dV += Pᵀ dO and dK += dSᵀ Q: [16, 32] × [32, D].
-            pv::<F, N>(&st, &dos, &mut acc_v, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
-            pv::<F, N>(&dpt, &qs, &mut acc_k, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
-            qt += BLOCK_Q;
+            pv::<F, N>(&st, &dos, qo, &mut acc_v, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            pv::<F, N>(&dpt, &qs, qo, &mut acc_k, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
         }
+        step = next;
+        buf = 1 - buf;
+        qt = next_qt;
     }
 
     #[unroll]

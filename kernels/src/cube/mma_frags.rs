@@ -25,8 +25,8 @@
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::prelude::*;
 
-/// Copies rows `first..first + rows` of a `[.., T, D]` tensor slice into `sh` (row stride `ld`
-/// elements), zero past `t`, a vector of `vs` elements at a time: the slice's row 0 starts at
+/// Copies rows `first..first + rows` of a `[.., T, D]` tensor slice into `sh` from vector `sh_off`
+/// on (row stride `ld` elements), zero past `t`, a vector of `vs` elements at a time: the slice's row 0 starts at
 /// element `base` and rows are `row_stride` elements apart (both multiples of `vs`; the last
 /// dimension is contiguous). All `units` units of the cube take part. The passes are unrolled, so a
 /// unit's loads are all in flight before its first shared store, and the row stride is an argument
@@ -40,6 +40,7 @@ pub fn stage_rows_vec<F: Float, N: Size>(
     first: usize,
     t: usize,
     sh: &mut SharedMemory<Vector<F, N>>,
+    sh_off: usize,
     #[comptime] rows: usize,
     #[comptime] ld: usize,
     #[comptime] head_dim: usize,
@@ -63,9 +64,9 @@ pub fn stage_rows_vec<F: Float, N: Size>(
                 // Stored from either branch: a vector merged from the two would be built element by
                 // element (CubeCL's vectors are structs of scalars in CUDA C++).
                 if first + r < t {
-                    sh[r * ldv + c] = src[row0 + r * rs + c];
+                    sh[sh_off + r * ldv + c] = src[row0 + r * rs + c];
                 } else {
-                    sh[r * ldv + c] = Vector::<F, N>::new(F::new(0.0));
+                    sh[sh_off + r * ldv + c] = Vector::<F, N>::new(F::new(0.0));
                 }
             }
         }
@@ -75,9 +76,9 @@ pub fn stage_rows_vec<F: Float, N: Size>(
             let r = i / vd;
             let c = i % vd;
             if first + r < t {
-                sh[r * ldv + c] = src[row0 + r * rs + c];
+                sh[sh_off + r * ldv + c] = src[row0 + r * rs + c];
             } else {
-                sh[r * ldv + c] = Vector::<F, N>::new(F::new(0.0));
+                sh[sh_off + r * ldv + c] = Vector::<F, N>::new(F::new(0.0));
             }
             i += units;
         }

@@ -17,6 +17,7 @@ pub mod cmma_tiles;
 pub mod attention_kernels;
 pub mod logits_kernels;
 pub mod mma_frags;
+pub mod tile_copy;
 
 use crate::KernelBackend;
 use crate::attention_ops::FlashParams;
@@ -96,8 +97,13 @@ fn within_loop_limit<R: CubeRuntime>(t: &CubeTensor<R>, iterations: usize, what:
 /// Which attention forward kernel runs where both could.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKernel {
-    /// The tensor-core kernel ([`attention_cmma`]) where the runtime has `cmma`, else the portable one.
+    /// [`attention_mma`] (register tiles, 32 rows per plane by default, `cp.async` K/V copies) where
+    /// the runtime has the 16×8×16 manual MMA (CUDA, f16/bf16), else as [`ForwardKernel::Cmma`].
+    /// On an H200 (2026-11-28, bf16, 4096 tokens causal) the `mma` forward ran at 144–177 TFLOP/s
+    /// and the `cmma` one at 10.8 (BENCHMARKS.md).
     Auto,
+    /// The tensor-core kernel ([`attention_cmma`]) where the runtime has `cmma`, else the portable one.
+    Cmma,
     /// The portable kernel everywhere (for comparisons).
     Portable,
     /// [`attention_cmma`] with its two tile products as scalar code, on any runtime and dtype, for
@@ -118,7 +124,8 @@ pub enum ForwardKernel {
 static FORWARD_KERNEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// The forward kernel choice: [`set_forward_kernel`]'s, else `MLAGENT_ATTENTION` read once
-/// (`portable`, `cmma-emulated`, `mma`, `mma-direct`, `mma-emulated`; anything else or unset: auto).
+/// (`portable`, `cmma`, `cmma-emulated`, `mma`, `mma-direct`, `mma-emulated`; anything else or
+/// unset: auto).
 pub fn forward_kernel() -> ForwardKernel {
     use std::sync::atomic::Ordering;
     let code = match FORWARD_KERNEL.load(Ordering::Relaxed) {
@@ -129,6 +136,7 @@ pub fn forward_kernel() -> ForwardKernel {
                 Ok("mma") => 4,
                 Ok("mma-direct") => 5,
                 Ok("mma-emulated") => 6,
+                Ok("cmma") => 7,
                 _ => 1,
             };
             let _ = FORWARD_KERNEL.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
@@ -142,21 +150,52 @@ pub fn forward_kernel() -> ForwardKernel {
         4 => ForwardKernel::Mma,
         5 => ForwardKernel::MmaDirect,
         6 => ForwardKernel::MmaEmulated,
+        7 => ForwardKernel::Cmma,
         _ => ForwardKernel::Auto,
     }
 }
 
+static MMA_ASYNC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether the register-tile kernels ([`attention_mma`] forward, [`attention_mma_bwd`] dQ and dK/dV)
+/// fill their double-buffered tiles with `cp.async` ([`tile_copy::AsyncCopy`]) where the runtime
+/// has it: [`set_mma_async_copy`]'s, else not `MLAGENT_MMA_ASYNC=0` (read once). Off, the same
+/// loops load through registers ([`tile_copy::SyncCopy`]).
+pub fn mma_async_copy() -> bool {
+    use std::sync::atomic::Ordering;
+    match MMA_ASYNC.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("MLAGENT_MMA_ASYNC").as_deref() != Ok("0");
+            let _ = MMA_ASYNC.compare_exchange(0, if on { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
+            MMA_ASYNC.load(Ordering::Relaxed) == 2
+        }
+        c => c == 2,
+    }
+}
+
+/// Sets [`mma_async_copy`] for this process.
+pub fn set_mma_async_copy(on: bool) {
+    MMA_ASYNC.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+static LAST_FORWARD_ASYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the last attention forward filled its K/V tiles with `cp.async` (see [`mma_async_copy`]).
+pub fn last_forward_async_copy() -> bool {
+    LAST_FORWARD_ASYNC.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 static MMA_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// 16-row M tiles per plane of the register-tile forward ([`attention_mma`]): 1 (16 query rows per
-/// plane, Q's fragments in registers; the default) or 2 (32 rows, FlashAttention-2's layout: fewer
-/// shared-memory reads per tensor-core operation, twice the accumulators). [`set_mma_mtiles`]'s,
-/// else `MLAGENT_MMA_ROWS=16|32` read once.
+/// 16-row M tiles per plane of the register-tile forward ([`attention_mma`]): 2 (32 query rows per
+/// plane, FlashAttention-2's layout: fewer shared-memory reads per tensor-core operation, twice the
+/// accumulators; the default, 177 against 144 TFLOP/s on an H200 at 4096 tokens causal) or 1 (16
+/// rows, Q's fragments in registers). [`set_mma_mtiles`]'s, else `MLAGENT_MMA_ROWS=16|32` read once.
 pub fn mma_mtiles() -> usize {
     use std::sync::atomic::Ordering;
     match MMA_MTILES.load(Ordering::Relaxed) {
         0 => {
-            let m = if std::env::var("MLAGENT_MMA_ROWS").as_deref() == Ok("32") { 2 } else { 1 };
+            let m = if std::env::var("MLAGENT_MMA_ROWS").as_deref() == Ok("16") { 1 } else { 2 };
             let _ = MMA_MTILES.compare_exchange(0, m, Ordering::Relaxed, Ordering::Relaxed);
             MMA_MTILES.load(Ordering::Relaxed) as usize
         }
@@ -179,6 +218,7 @@ pub fn set_forward_kernel(k: ForwardKernel) {
         ForwardKernel::Mma => 4,
         ForwardKernel::MmaDirect => 5,
         ForwardKernel::MmaEmulated => 6,
+        ForwardKernel::Cmma => 7,
     };
     FORWARD_KERNEL.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -223,8 +263,8 @@ enum Backward {
 }
 
 /// How the backward runs under [`forward_kernel`] (the backward follows the forward's choice): the
-/// tensor-core kernels on `cmma` runtimes with 4 planes and 64-row tiles; the register-tile ones
-/// with `mma`/`mma-direct` where the runtime has the manual MMA; emulated, the largest that fit the
+/// register-tile ones where the runtime has the manual MMA (auto, `mma`, `mma-direct`); else the
+/// tensor-core kernels on `cmma` runtimes with 4 planes and 64-row tiles; emulated, the largest that fit the
 /// device's shared memory; else the portable ones.
 fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     let max = q.client.properties().hardware.max_shared_memory_size;
@@ -232,24 +272,24 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     let fits = |p: usize, t: usize| {
         attention_cmma_bwd::dq_shared_bytes(d, elem, p, t) <= max && attention_cmma_bwd::dkv_shared_bytes(d, elem, p, t) <= max
     };
-    let auto = || {
+    let cmma = || {
         if cmma_supported(q, d) && fits(attention_cmma::PLANES, 64) { Backward::Cmma(attention_cmma::PLANES, 64, false) } else { Backward::Portable }
     };
     let mma_fits = |p: usize| {
         attention_mma_bwd::dq_shared_bytes(d, elem, p, false).max(attention_mma_bwd::dkv_shared_bytes(d, elem, p, false)) <= max
     };
+    let mma = mma_attention_ok(q, d) && mma_fits(attention_mma::PLANES);
     match forward_kernel() {
         ForwardKernel::Portable => Backward::Portable,
-        ForwardKernel::Auto => auto(),
+        ForwardKernel::Auto if mma => Backward::Mma(attention_mma::PLANES, true, false),
+        ForwardKernel::Auto | ForwardKernel::Cmma => cmma(),
         ForwardKernel::CmmaEmulated if d.is_multiple_of(16) && d <= 256 => [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)]
             .into_iter()
             .find(|&(p, t)| fits(p, t))
             .map_or(Backward::Portable, |(p, t)| Backward::Cmma(p, t, true)),
         ForwardKernel::CmmaEmulated => Backward::Portable,
-        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma_attention_ok(q, d) && mma_fits(attention_mma::PLANES) => {
-            Backward::Mma(attention_mma::PLANES, forward_kernel() == ForwardKernel::Mma, false)
-        }
-        ForwardKernel::Mma | ForwardKernel::MmaDirect => auto(),
+        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(attention_mma::PLANES, forward_kernel() == ForwardKernel::Mma, false),
+        ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
         ForwardKernel::MmaEmulated => {
             attention_mma_bwd::emulation_planes(d, elem, max).map_or(Backward::Portable, |p| Backward::Mma(p, false, true))
         }
@@ -297,6 +337,7 @@ pub fn last_forward_kernel() -> Option<&'static str> {
 }
 
 fn record_forward(plan: Option<Forward>) {
+    LAST_FORWARD_ASYNC.store(false, std::sync::atomic::Ordering::Relaxed);
     let code = match plan {
         Some(Forward::Portable) => 1,
         Some(Forward::Cmma(_, false)) => 2,
@@ -326,17 +367,18 @@ enum Forward {
 /// (≤ 4) whose tiles fit the device's shared memory.
 fn forward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, scale: f32) -> Forward {
     let max = q.client.properties().hardware.max_shared_memory_size;
-    let auto = || if cmma_attention_ok(q, d) { Forward::Cmma(attention_cmma::PLANES, false) } else { Forward::Portable };
+    let cmma = || if cmma_attention_ok(q, d) { Forward::Cmma(attention_cmma::PLANES, false) } else { Forward::Portable };
     // The register-tile forward takes row maxima before scaling: positive scales only.
     let mma_scale = scale > 0.0;
     match forward_kernel() {
         ForwardKernel::Portable => Forward::Portable,
-        ForwardKernel::Auto => auto(),
+        ForwardKernel::Auto if mma_scale && mma_attention_ok(q, d) => Forward::Mma(attention_mma::PLANES, mma_mtiles(), true, false),
+        ForwardKernel::Auto | ForwardKernel::Cmma => cmma(),
         ForwardKernel::CmmaEmulated => attention_cmma::emulation_planes(d, q.dtype.size(), max).map_or(Forward::Portable, |p| Forward::Cmma(p, true)),
         ForwardKernel::Mma | ForwardKernel::MmaDirect if mma_scale && mma_attention_ok(q, d) => {
             Forward::Mma(attention_mma::PLANES, mma_mtiles(), forward_kernel() == ForwardKernel::Mma, false)
         }
-        ForwardKernel::Mma | ForwardKernel::MmaDirect => auto(),
+        ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
         ForwardKernel::MmaEmulated if mma_scale => {
             let mtiles = mma_mtiles();
             attention_mma::emulation_planes(d, q.dtype.size(), mtiles, max).map_or(Forward::Portable, |p| Forward::Mma(p, mtiles, false, true))
@@ -559,33 +601,45 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             let ([q, k, v], vs) = vector_tiles([q, k, v], d);
             // SAFETY: unchecked (no clamped reads and guarded writes added by CubeCL: they cost more
             // instructions per tile than the products) because the kernel checks every index itself:
-            // Q/K/V rows are read only below Tq/Tk (`stage_rows_vec`), `pad` at the cube's batch,
+            // Q/K/V rows are read only below Tq/Tk (`stage_rows_vec`; `AsyncCopy` clamps rows to Tk − 1), `pad` at the cube's batch,
             // out/lse written only for rows below Tq, at offsets inside the contiguous outputs
             // allocated above; shared tiles are addressed at rows below their row count and columns
             // below the padded row stride. (The lavapipe tests cannot show an out-of-range index:
             // wgpu bounds-checks every access. These guards are the argument.)
-            unsafe { attention_mma::flash_fwd_mma_kernel::launch_unchecked::<R>(
-                &client,
-                CubeCount::Static(tq.div_ceil(planes * mtiles * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
-                CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32),
-                address_type,
-                vs,
-                q.into_tensor_arg(),
-                k.into_tensor_arg(),
-                v.into_tensor_arg(),
-                pad.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                lse.clone().into_tensor_arg(),
-                p.scale,
-                p.q_offset,
-                p.causal,
-                d,
-                planes,
-                mtiles,
-                ldmatrix,
-                emulate,
-                dtypes,
-            ) };
+            // `cp.async` needs 16-byte vectors (aligned rows: `vector_tiles` checked every stride).
+            let async_copy = !emulate && mma_async_copy() && vs * q.dtype.size() == 16 && client.properties().features.copy_async;
+            LAST_FORWARD_ASYNC.store(async_copy, std::sync::atomic::Ordering::Relaxed);
+            macro_rules! launch {
+                ($copy:ty) => {
+                    unsafe { attention_mma::flash_fwd_mma_kernel::launch_unchecked::<$copy, R>(
+                        &client,
+                        CubeCount::Static(tq.div_ceil(planes * mtiles * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
+                        CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32),
+                        address_type,
+                        vs,
+                        q.into_tensor_arg(),
+                        k.into_tensor_arg(),
+                        v.into_tensor_arg(),
+                        pad.into_tensor_arg(),
+                        out.clone().into_tensor_arg(),
+                        lse.clone().into_tensor_arg(),
+                        p.scale,
+                        p.q_offset,
+                        p.causal,
+                        d,
+                        planes,
+                        mtiles,
+                        ldmatrix,
+                        emulate,
+                        dtypes,
+                    ) }
+                };
+            }
+            if async_copy {
+                launch!(tile_copy::AsyncCopy);
+            } else {
+                launch!(tile_copy::SyncCopy);
+            }
             return (out, lse);
         }
         if let Forward::Cmma(planes, emulate) = plan {
@@ -688,55 +742,67 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             let ([q, k, v, dout], vs) = vector_tiles([q, k, v, dout], d);
             let rows = planes * attention_mma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32);
-            // SAFETY: as the forward's: the kernels read rows only below T, lse/delta only for rows
-            // below Tq, and write dq/dk/dv (contiguous, allocated above) only for rows below T.
-            unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<R>(
-                &client,
-                CubeCount::Static(tq.div_ceil(rows) as u32, h as u32, b as u32),
-                cube_dim,
-                address_type,
-                vs,
-                q.clone().into_tensor_arg(),
-                k.clone().into_tensor_arg(),
-                v.clone().into_tensor_arg(),
-                dout.clone().into_tensor_arg(),
-                lse.clone().into_tensor_arg(),
-                delta.clone().into_tensor_arg(),
-                pad.clone().into_tensor_arg(),
-                dq.clone().into_tensor_arg(),
-                p.scale,
-                p.q_offset,
-                p.causal,
-                d,
-                planes,
-                ldmatrix,
-                emulate,
-                dtypes,
-            ) };
-            unsafe { attention_mma_bwd::flash_dkv_mma_kernel::launch_unchecked::<R>(
-                &client,
-                CubeCount::Static(tk.div_ceil(rows) as u32, kh as u32, b as u32),
-                cube_dim,
-                address_type,
-                vs,
-                q.into_tensor_arg(),
-                k.into_tensor_arg(),
-                v.into_tensor_arg(),
-                dout.into_tensor_arg(),
-                lse.into_tensor_arg(),
-                delta.into_tensor_arg(),
-                pad.into_tensor_arg(),
-                dk.clone().into_tensor_arg(),
-                dv.clone().into_tensor_arg(),
-                p.scale,
-                p.q_offset,
-                p.causal,
-                d,
-                planes,
-                ldmatrix,
-                emulate,
-                dtypes,
-            ) };
+            // K/V (dQ kernel) and Q/dO (dK/dV kernel) tiles by `cp.async` as in the forward.
+            let async_copy = !emulate && mma_async_copy() && vs * q.dtype.size() == 16 && client.properties().features.copy_async;
+            // SAFETY: as the forward's: the kernels read rows only below T (`AsyncCopy` clamps rows
+            // to T − 1), lse/delta only for rows below Tq, and write dq/dk/dv (contiguous,
+            // allocated above) only for rows below T.
+            macro_rules! launch {
+                ($copy:ty) => {
+                    unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
+                        &client,
+                        CubeCount::Static(tq.div_ceil(rows) as u32, h as u32, b as u32),
+                        cube_dim,
+                        address_type,
+                        vs,
+                        q.clone().into_tensor_arg(),
+                        k.clone().into_tensor_arg(),
+                        v.clone().into_tensor_arg(),
+                        dout.clone().into_tensor_arg(),
+                        lse.clone().into_tensor_arg(),
+                        delta.clone().into_tensor_arg(),
+                        pad.clone().into_tensor_arg(),
+                        dq.clone().into_tensor_arg(),
+                        p.scale,
+                        p.q_offset,
+                        p.causal,
+                        d,
+                        planes,
+                        ldmatrix,
+                        emulate,
+                        dtypes,
+                    ) };
+                    unsafe { attention_mma_bwd::flash_dkv_mma_kernel::launch_unchecked::<$copy, R>(
+                        &client,
+                        CubeCount::Static(tk.div_ceil(rows) as u32, kh as u32, b as u32),
+                        cube_dim,
+                        address_type,
+                        vs,
+                        q.clone().into_tensor_arg(),
+                        k.clone().into_tensor_arg(),
+                        v.clone().into_tensor_arg(),
+                        dout.clone().into_tensor_arg(),
+                        lse.clone().into_tensor_arg(),
+                        delta.clone().into_tensor_arg(),
+                        pad.clone().into_tensor_arg(),
+                        dk.clone().into_tensor_arg(),
+                        dv.clone().into_tensor_arg(),
+                        p.scale,
+                        p.q_offset,
+                        p.causal,
+                        d,
+                        planes,
+                        ldmatrix,
+                        emulate,
+                        dtypes,
+                    ) };
+                };
+            }
+            if async_copy {
+                launch!(tile_copy::AsyncCopy);
+            } else {
+                launch!(tile_copy::SyncCopy);
+            }
             return (dq, dk, dv);
         }
         if let Backward::Cmma(planes, tile, emulate) = plan {

@@ -35,10 +35,12 @@ enum What {
     /// targets anywhere in the vocabulary, masks with zeros, advantages of both signs and ratios
     /// on both sides of the clip range. Each error is ‖ours − ref‖ / ‖ref‖. The attention backward
     /// checked is the kernels' (training uses the closed-form reference by default; see
-    /// MLAGENT_ATTENTION_BWD in the README). MLAGENT_ATTENTION=portable|mma|mma-direct|
-    /// mma-emulated|cmma-emulated picks the forward kernel (default: tensor-core cmma where the
-    /// device has it, else portable), MLAGENT_MMA_ROWS=32 gives the mma kernels 32 query rows per
-    /// warp instead of 16; the one that ran is named on stderr (json) or in the header.
+    /// MLAGENT_ATTENTION_BWD in the README). MLAGENT_ATTENTION=portable|cmma|mma|mma-direct|
+    /// mma-emulated|cmma-emulated picks the kernels (default: the register-tile mma kernels where
+    /// the device has mma.sync (CUDA, f16/bf16), else tensor-core cmma, else portable);
+    /// MLAGENT_MMA_ROWS=16 gives the mma forward 16 query rows per warp instead of 32, and
+    /// MLAGENT_MMA_ASYNC=0 loads the mma kernels' tiles through registers instead of cp.async. The
+    /// forward kernel that ran is named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
@@ -341,7 +343,8 @@ fn check(a: CheckArgs) -> Result<()> {
 /// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it);
 /// empty on the CPU.
 fn forward_kernel_note() -> String {
-    mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}"))
+    let copies = if mlagent_kernels::cube::last_forward_async_copy() { " (cp.async tiles)" } else { "" };
+    mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}{copies}"))
 }
 
 /// Median milliseconds of `repeats` calls of `f` after `warmup` calls, synchronising the device
@@ -601,7 +604,8 @@ fn bench(a: BenchArgs) -> Result<()> {
             "{}",
             serde_json::json!({"op": format!("{op:?}").to_lowercase(), "pass": pass, "shape": shape, "device": device.to_string(),
                 "dtype": format!("{dtype:?}").to_lowercase(), "results": r, "speedup": speedup,
-                "attention_forward_kernel": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_kernel).flatten()})
+                "attention_forward_kernel": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_kernel).flatten(),
+                "attention_cp_async": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_async_copy)})
         );
     }
     Ok(())
