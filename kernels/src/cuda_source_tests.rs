@@ -192,14 +192,16 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
 fn tensor_core_kernels_generate_cuda_source() {
     let Some(dev) = device() else { return };
     let kernels = tensor_core_kernels(&dev, 90);
-    assert_eq!(kernels.len(), 13 + 4);
+    assert_eq!(kernels.len(), 14 + 4);
     for k in &kernels {
         let (name, source) = (&k.name, &k.source);
         if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {
             eprintln!("{source}");
         }
-        if k.family != Family::Logits {
-            shared_arrays_aligned(source);
+        match k.family {
+            Family::Cmma => shared_arrays_aligned(source, 32),
+            Family::Mma | Family::MmaDirect => shared_arrays_aligned(source, 16),
+            Family::Logits => {}
         }
         // A helper is defined once, then called.
         let calls = |f: &str| source.matches(f).count().saturating_sub(1);
@@ -228,7 +230,7 @@ fn tensor_core_kernels_generate_cuda_source() {
                 // Q: one x4 load per 16 columns and M tile (once; per key tile with two M tiles, as
                 // the loop body appears once in the source either way); K: one per pair of 8-key
                 // blocks per 16-wide step, shared by the M tiles; V likewise.
-                let mtiles = if name.ends_with("m32") { 2 } else { 1 };
+                let mtiles = if name.contains(" m32") { 2 } else { 1 };
                 assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x("), 8 * mtiles + 4 * 8, "{name}: ldmatrix (Q, K)");
                 assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x_trans("), 4 * 8, "{name}: ldmatrix.trans (V)");
             }
@@ -236,17 +238,19 @@ fn tensor_core_kernels_generate_cuda_source() {
     }
 }
 
-/// WMMA loads and stores need 32-byte aligned pointers. CubeCL packs a kernel's shared arrays into
-/// one dynamic buffer at the byte offsets it writes as `&dynamic_shared_mem[N]` (tile offsets inside
-/// each array are multiples of 32 bytes by the kernels' strides): every `N` must be a multiple of 32.
-fn shared_arrays_aligned(source: &str) {
+/// WMMA loads and stores need 32-byte aligned pointers, `ldmatrix` rows and `cp.async` 16-byte
+/// copies 16-byte aligned ones. CubeCL packs a kernel's shared arrays into one dynamic buffer at the
+/// byte offsets it writes as `&dynamic_shared_mem[N]` (tile offsets inside each array are multiples
+/// of `align` bytes by the kernels' strides; the `mma` kernels' two 8-byte mbarriers come first):
+/// every `N` must be a multiple of `align`.
+fn shared_arrays_aligned(source: &str, align: usize) {
     let offsets: Vec<usize> = source
         .split("&dynamic_shared_mem[")
         .skip(1)
         .map(|rest| rest[..rest.find(']').expect("closing bracket")].parse().expect("a byte offset"))
         .collect();
     assert!(!offsets.is_empty(), "no shared arrays found in\n{source}");
-    assert!(offsets.iter().all(|o| o % 32 == 0), "shared arrays at byte offsets {offsets:?}: not all 32-byte aligned");
+    assert!(offsets.iter().all(|o| o % align == 0), "shared arrays at byte offsets {offsets:?}: not all {align}-byte aligned");
 }
 
 /// NVRTC, loaded at run time from a CUDA toolkit or NVIDIA's PyPI wheels (`lib/libnvrtc.so.*` and
@@ -499,7 +503,7 @@ fn tensor_core_kernels_compile_with_nvrtc() {
                     // Two M tiles per plane take all 255 registers: a few words may spill (sm_90a
                     // causal, NVRTC 13.5: 24 bytes, 5 local accesses per key tile against ~1500
                     // instructions).
-                    let limit = if k.name.ends_with("m32") { 64 } else { 0 };
+                    let limit = if k.name.contains(" m32") { 64 } else { 0 };
                     if r.stack_bytes > limit || r.spill_stores > limit || r.spill_loads > limit {
                         failures.push(format!("{} ({arch}): {r:?}: more local memory than {limit} bytes", k.name));
                     }

@@ -32,7 +32,7 @@
 
 use super::attention_kernels::{key_range, visible_end};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, quad_max, quad_sum, scratch_len, stage_rows_vec};
-use super::tile_copy::TileCopy;
+use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
 use cubecl::prelude::*;
 
 /// Query rows per plane (the MMA's M).
@@ -196,8 +196,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let (k_rs, v_rs) = (k.stride(2), v.stride(2));
     // The first K/V tile into buffer 0 (the fences were initialised before Q's barrier above).
     if start < end {
-        C::copy_rows::<F, N>(k, kb, k_rs, start, tk, &mut ks, 0usize, BLOCK_K, ld, head_dim, vs, units);
-        C::copy_rows::<F, N>(v, vb, v_rs, start, tk, &mut vt, 0usize, BLOCK_K, ld, head_dim, vs, units);
+        copy_row_pair::<F, N, C>(k, kb, k_rs, v, vb, v_rs, start, tk, &mut ks, &mut vt, 0usize, BLOCK_K, ld, head_dim, vs, units);
         C::commit(&fence0);
     }
     let mut kt = start;
@@ -209,19 +208,10 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         let next = kt + BLOCK_K;
         if next < end {
             let other = (1 - buf) * kv_tile;
-            C::copy_rows::<F, N>(k, kb, k_rs, next, tk, &mut ks, other, BLOCK_K, ld, head_dim, vs, units);
-            C::copy_rows::<F, N>(v, vb, v_rs, next, tk, &mut vt, other, BLOCK_K, ld, head_dim, vs, units);
-            if buf == 0 {
-                C::commit(&fence1);
-            } else {
-                C::commit(&fence0);
-            }
+            copy_row_pair::<F, N, C>(k, kb, k_rs, v, vb, v_rs, next, tk, &mut ks, &mut vt, other, BLOCK_K, ld, head_dim, vs, units);
+            commit_to::<C>(1 - buf, &fence0, &fence1);
         }
-        if buf == 0 {
-            C::wait(&fence0);
-        } else {
-            C::wait(&fence1);
-        }
+        wait_for::<C>(buf, &fence0, &fence1);
         // This tile's buffer, in elements.
         let kvo = buf * comptime!(BLOCK_K * ld_tile(head_dim));
 

@@ -24,7 +24,7 @@
 use super::attention_kernels::{key_range, visible_end};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
-use super::tile_copy::TileCopy;
+use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
 use cubecl::prelude::*;
 
 /// Keys per step of the dQ kernel.
@@ -156,8 +156,7 @@ fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
     let off = buf * comptime!(BLOCK_Q * ld / vs);
     let qb = b * q.stride(0) + h * q.stride(1);
     let ob = b * dout.stride(0) + h * dout.stride(1);
-    C::copy_rows::<F, N>(q, qb, q.stride(2), qt, tq, qs, off, BLOCK_Q, ld, head_dim, vs, units);
-    C::copy_rows::<F, N>(dout, ob, dout.stride(2), qt, tq, dos, off, BLOCK_Q, ld, head_dim, vs, units);
+    copy_row_pair::<F, N, C>(q, qb, q.stride(2), dout, ob, dout.stride(2), qt, tq, qs, dos, off, BLOCK_Q, ld, head_dim, vs, units);
     // units ≥ 32 = BLOCK_Q.
     let tid = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
     if tid < BLOCK_Q {
@@ -268,8 +267,7 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let full_end = visible_end(first_row, tk, q_offset, causal);
     // The first K/V tile into buffer 0 (Q and dO are staged; the loop's barrier orders them).
     if start < end {
-        C::copy_rows::<F, N>(k, kb, k_rs, start, tk, &mut ks, 0usize, BLOCK_K, ld, head_dim, vs, units);
-        C::copy_rows::<F, N>(v, vb, v_rs, start, tk, &mut vt, 0usize, BLOCK_K, ld, head_dim, vs, units);
+        copy_row_pair::<F, N, C>(k, kb, k_rs, v, vb, v_rs, start, tk, &mut ks, &mut vt, 0usize, BLOCK_K, ld, head_dim, vs, units);
         C::commit(&fence0);
     }
     let mut kt = start;
@@ -280,19 +278,10 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         let next = kt + BLOCK_K;
         if next < end {
             let other = (1 - buf) * kv_tile;
-            C::copy_rows::<F, N>(k, kb, k_rs, next, tk, &mut ks, other, BLOCK_K, ld, head_dim, vs, units);
-            C::copy_rows::<F, N>(v, vb, v_rs, next, tk, &mut vt, other, BLOCK_K, ld, head_dim, vs, units);
-            if buf == 0 {
-                C::commit(&fence1);
-            } else {
-                C::commit(&fence0);
-            }
+            copy_row_pair::<F, N, C>(k, kb, k_rs, v, vb, v_rs, next, tk, &mut ks, &mut vt, other, BLOCK_K, ld, head_dim, vs, units);
+            commit_to::<C>(1 - buf, &fence0, &fence1);
         }
-        if buf == 0 {
-            C::wait(&fence0);
-        } else {
-            C::wait(&fence1);
-        }
+        wait_for::<C>(buf, &fence0, &fence1);
         let kvo = buf * comptime!(BLOCK_K * ld_tile(head_dim));
         // S = Q Kᵀ and dP = dO Vᵀ: [16, D] × [D, 64].
         let mut s = zeros(comptime!(2 * BLOCK_K / 8));
@@ -453,17 +442,9 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         let next = step + 1;
         if next < steps {
             stage_q_tile::<F, N, C>(q, dout, lse, delta, b, next_h, next_qt, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 1 - buf, ld, head_dim, vs, units);
-            if buf == 0 {
-                C::commit(&fence1);
-            } else {
-                C::commit(&fence0);
-            }
+            commit_to::<C>(1 - buf, &fence0, &fence1);
         }
-        if buf == 0 {
-            C::wait(&fence0);
-        } else {
-            C::wait(&fence1);
-        }
+        wait_for::<C>(buf, &fence0, &fence1);
         // This step's buffers: Q/dO in elements, lse/D in entries.
         let qo = buf * comptime!(BLOCK_Q * ld_tile(head_dim));
         let so = buf * BLOCK_Q;

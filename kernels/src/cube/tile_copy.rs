@@ -160,3 +160,50 @@ impl TileCopy for AsyncCopy {
         fence.arrive_and_wait();
     }
 }
+
+/// Rows `first..first + rows` of two `[.., T, D]` tensor slices with the same row count `t` (K and
+/// V, or Q and dO) into `a_sh` and `b_sh` at vector `sh_off` through `C` (see
+/// [`TileCopy::copy_rows`]).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn copy_row_pair<F: Float, N: Size, C: TileCopy>(
+    a: &Tensor<Vector<F, N>>,
+    a_base: usize,
+    a_stride: usize,
+    b: &Tensor<Vector<F, N>>,
+    b_base: usize,
+    b_stride: usize,
+    first: usize,
+    t: usize,
+    a_sh: &mut SharedMemory<Vector<F, N>>,
+    b_sh: &mut SharedMemory<Vector<F, N>>,
+    sh_off: usize,
+    #[comptime] rows: usize,
+    #[comptime] ld: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] vs: usize,
+    #[comptime] units: usize,
+) {
+    C::copy_rows::<F, N>(a, a_base, a_stride, first, t, a_sh, sh_off, rows, ld, head_dim, vs, units);
+    C::copy_rows::<F, N>(b, b_base, b_stride, first, t, b_sh, sh_off, rows, ld, head_dim, vs, units);
+}
+
+/// [`TileCopy::commit`] to buffer `buf`'s fence (`buf` 0 or 1).
+#[cube]
+pub fn commit_to<C: TileCopy>(buf: usize, fence0: &C::Fence, fence1: &C::Fence) {
+    if buf == 0 {
+        C::commit(fence0);
+    } else {
+        C::commit(fence1);
+    }
+}
+
+/// [`TileCopy::wait`] on buffer `buf`'s fence (`buf` 0 or 1).
+#[cube]
+pub fn wait_for<C: TileCopy>(buf: usize, fence0: &C::Fence, fence1: &C::Fence) {
+    if buf == 0 {
+        C::wait(fence0);
+    } else {
+        C::wait(fence1);
+    }
+}
