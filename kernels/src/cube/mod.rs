@@ -178,6 +178,30 @@ pub fn set_mma_async_copy(on: bool) {
     MMA_ASYNC.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether the register-tile kernels' tiles go by `cp.async` on this runtime: [`mma_async_copy`],
+/// the runtime's `copy_async` feature (CUDA), and CCCL's `cuda/barrier` header where cubecl-cuda's
+/// NVRTC compile looks for it (`include/` or, from CUDA 13, `include/cccl/` of `CUDA_PATH` or the
+/// default install): without it the kernels would not compile, so they load through registers
+/// instead, with a one-time warning.
+fn async_tiles<R: CubeRuntime>(client: &cubecl::client::ComputeClient<R>) -> bool {
+    if !mma_async_copy() || !client.properties().features.copy_async {
+        return false;
+    }
+    static HEADERS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HEADERS.get_or_init(|| {
+        let include = cubecl::cuda::install::cuda_path().map(|p| p.join("include"));
+        let found = include.as_ref().is_some_and(|i| i.join("cuda/barrier").exists() || i.join("cccl/cuda/barrier").exists());
+        if !found {
+            tracing::warn!(
+                "CCCL's cuda/barrier header is not under {} (include/ or include/cccl/): the attention kernels load their \
+                 tiles through registers instead of cp.async (slower; set CUDA_PATH to a CUDA toolkit with CCCL)",
+                include.map_or_else(|| "any CUDA install (set CUDA_PATH)".to_string(), |i| i.display().to_string())
+            );
+        }
+        found
+    })
+}
+
 static LAST_FORWARD_ASYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether the last attention forward filled its K/V tiles with `cp.async` (see [`mma_async_copy`]).
@@ -607,7 +631,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             // below the padded row stride. (The lavapipe tests cannot show an out-of-range index:
             // wgpu bounds-checks every access. These guards are the argument.)
             // `cp.async` needs 16-byte vectors (aligned rows: `vector_tiles` checked every stride).
-            let async_copy = !emulate && mma_async_copy() && vs * q.dtype.size() == 16 && client.properties().features.copy_async;
+            let async_copy = !emulate && vs * q.dtype.size() == 16 && async_tiles(&client);
             LAST_FORWARD_ASYNC.store(async_copy, std::sync::atomic::Ordering::Relaxed);
             macro_rules! launch {
                 ($copy:ty) => {
@@ -743,7 +767,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             let rows = planes * attention_mma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32);
             // K/V (dQ kernel) and Q/dO (dK/dV kernel) tiles by `cp.async` as in the forward.
-            let async_copy = !emulate && mma_async_copy() && vs * q.dtype.size() == 16 && client.properties().features.copy_async;
+            let async_copy = !emulate && vs * q.dtype.size() == 16 && async_tiles(&client);
             // SAFETY: as the forward's: the kernels read rows only below T (`AsyncCopy` clamps rows
             // to T − 1), lse/delta only for rows below Tq, and write dq/dk/dv (contiguous,
             // allocated above) only for rows below T.
