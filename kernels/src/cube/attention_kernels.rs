@@ -84,6 +84,20 @@ pub(crate) fn visible_end(row: usize, tk: usize, q_offset: usize, #[comptime] ca
     end
 }
 
+/// The query tile this cube takes: its grid position along x, reversed when `causal`, so that the
+/// tiles with the most visible keys (the last ones) start first and the short ones fill the tail of
+/// the grid (longest-processing-time-first scheduling).
+#[cube]
+#[allow(arithmetic_overflow)] // rustc const-evaluates CubeCL's host-side stand-ins for CUBE_COUNT_X and CUBE_POS_X
+pub(crate) fn query_tile(#[comptime] causal: bool) -> usize {
+    let (tiles, pos) = (CUBE_COUNT_X as usize, CUBE_POS_X as usize);
+    let mut tile = pos;
+    if causal {
+        tile = tiles - 1 - pos;
+    }
+    tile
+}
+
 /// Copies rows `first..first + rows` of the `[.., T, D]` slice at `base` into `sh` as f32, zero
 /// past `t`. All [`UNITS`] units of the cube take part; the loop is unrolled (see the module doc).
 #[cube]

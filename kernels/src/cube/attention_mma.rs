@@ -30,7 +30,7 @@
 //! positions); `emulate` runs the products and quad reductions through shared memory (see
 //! [`super::mma_frags`]) so that the whole kernel runs on lavapipe in CI.
 
-use super::attention_kernels::{key_range, visible_end};
+use super::attention_kernels::{key_range, query_tile, visible_end};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, quad_max, quad_sum, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
 use cubecl::prelude::*;
@@ -95,7 +95,7 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize, mtiles: usize) -> usi
 /// precision; FlashAttention does the same with `exp2f`): masked scores are `f32::MIN`, never
 /// `-inf`, and `exp` of `f32::MIN·scale − off` (or of its overflow to `-inf`) is 0.
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
-#[allow(clippy::too_many_arguments, arithmetic_overflow)] // (the overflow lint reads CubeCL's placeholder cube counts)
+#[allow(clippy::too_many_arguments)]
 pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
@@ -118,11 +118,8 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let units = comptime!(PLANE * planes);
     let plane_rows = comptime!(ROWS_PER_PLANE * mtiles);
     let block_q = comptime!(plane_rows * planes);
-    // Causal: the cubes with the most key tiles (the last query tiles) start first, so that the
-    // short ones fill the tail of the grid (longest-processing-time-first scheduling).
-    let (tiles, pos) = (CUBE_COUNT_X as usize, CUBE_POS_X as usize);
-    let qtile = if comptime!(causal) { tiles - 1 - pos } else { pos };
-    let first_row = qtile * block_q;
+    // Causal: the longest query tiles first.
+    let first_row = query_tile(causal) * block_q;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
     let (nh, tq) = (q.shape(1), q.shape(2));

@@ -21,7 +21,7 @@
 //! queries carry `lse = f32::MAX`, which zeroes their `P`. `ldmatrix` and `emulate` as in
 //! [`super::attention_mma`].
 
-use super::attention_kernels::{key_range, visible_end};
+use super::attention_kernels::{key_range, query_tile, visible_end};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
@@ -187,7 +187,7 @@ fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
 /// dQ: cube (`16·planes` query rows, head, batch); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
 /// contiguous; Q, K, V, dO as vectors of `N` (see [`super::attention_mma::flash_fwd_mma_kernel`]).
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
-#[allow(clippy::too_many_arguments, arithmetic_overflow)] // (the overflow lint reads CubeCL's placeholder cube counts)
+#[allow(clippy::too_many_arguments)]
 pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
@@ -210,10 +210,8 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let plane = UNIT_POS_Y as usize;
     let units = comptime!(PLANE * planes);
     let rows = comptime!(ROWS_PER_PLANE * planes);
-    // Causal: the query tiles with the most key tiles first (see the forward).
-    let (tiles, pos) = (CUBE_COUNT_X as usize, CUBE_POS_X as usize);
-    let qtile = if comptime!(causal) { tiles - 1 - pos } else { pos };
-    let first_row = qtile * rows;
+    // Causal: the longest query tiles first.
+    let first_row = query_tile(causal) * rows;
     let h = CUBE_POS_Y as usize;
     let b = CUBE_POS_Z as usize;
     let (nh, tq) = (q.shape(1), q.shape(2));

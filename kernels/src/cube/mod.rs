@@ -178,13 +178,14 @@ pub fn set_mma_async_copy(on: bool) {
     MMA_ASYNC.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether the register-tile kernels' tiles go by `cp.async` on this runtime: [`mma_async_copy`],
+/// Whether the register-tile kernels' tiles of `vector_bytes`-byte vectors go by `cp.async` on this
+/// runtime: 16-byte vectors (its copy size; `vector_tiles` checked every stride), [`mma_async_copy`],
 /// the runtime's `copy_async` feature (CUDA), and CCCL's `cuda/barrier` header where cubecl-cuda's
 /// NVRTC compile looks for it (`include/` or, from CUDA 13, `include/cccl/` of `CUDA_PATH` or the
 /// default install): without it the kernels would not compile, so they load through registers
 /// instead, with a one-time warning.
-fn async_tiles<R: CubeRuntime>(client: &cubecl::client::ComputeClient<R>) -> bool {
-    if !mma_async_copy() || !client.properties().features.copy_async {
+fn async_tiles<R: CubeRuntime>(client: &cubecl::client::ComputeClient<R>, vector_bytes: usize) -> bool {
+    if vector_bytes != 16 || !mma_async_copy() || !client.properties().features.copy_async {
         return false;
     }
     static HEADERS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -630,8 +631,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             // allocated above; shared tiles are addressed at rows below their row count and columns
             // below the padded row stride. (The lavapipe tests cannot show an out-of-range index:
             // wgpu bounds-checks every access. These guards are the argument.)
-            // `cp.async` needs 16-byte vectors (aligned rows: `vector_tiles` checked every stride).
-            let async_copy = !emulate && vs * q.dtype.size() == 16 && async_tiles(&client);
+            let async_copy = !emulate && async_tiles(&client, vs * q.dtype.size());
             LAST_FORWARD_ASYNC.store(async_copy, std::sync::atomic::Ordering::Relaxed);
             macro_rules! launch {
                 ($copy:ty) => {
@@ -767,7 +767,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             let rows = planes * attention_mma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32);
             // K/V (dQ kernel) and Q/dO (dK/dV kernel) tiles by `cp.async` as in the forward.
-            let async_copy = !emulate && vs * q.dtype.size() == 16 && async_tiles(&client);
+            let async_copy = !emulate && async_tiles(&client, vs * q.dtype.size());
             // SAFETY: as the forward's: the kernels read rows only below T (`AsyncCopy` clamps rows
             // to T − 1), lse/delta only for rows below Tq, and write dq/dk/dv (contiguous,
             // allocated above) only for rows below T.
