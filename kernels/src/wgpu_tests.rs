@@ -148,30 +148,39 @@ fn flash_attention_kernels_match_reference() {
     // f16, so the f16 case runs the kernel backward too (99 s): the only multi-plane backward here.
     // Then two M tiles per plane (32 rows, the default on CUDA): rows past Tq in a 128-row cube
     // (5 queries), padding, rising keys (one more forward shader; the backward is the same).
+    // Last, the fused backward (dQ by atomic adds from the dK/dV kernel): f32 with 2 planes (GQA 3
+    // and 7, padding, a KV-cache offset; one shader) and f16 with 4, two of which only repeat
+    // another's dQ product at head dim 16 (`dq_split`).
     let emulated = [
-        (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4, 1),
-        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 1),
-        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4, 1),
-        (rising(case(3, 3, 150, 150, 16, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2, 1),
-        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 2),
-        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4, 2),
+        (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4, 1, false),
+        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 1, false),
+        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4, 1, false),
+        (rising(case(3, 3, 150, 150, 16, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2, 1, false),
+        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 2, false),
+        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F32, 1e-4, 2, false),
+        (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4, 1, true),
+        (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 1, true),
+        (rising(case(3, 3, 150, 150, 16, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2, 1, true),
     ];
-    for (c, dtype, tol, mtiles) in emulated {
+    for (c, dtype, tol, mtiles, fused) in emulated {
         crate::attention_ops::set_backward_kernel(true);
         crate::cube::set_mma_mtiles(mtiles);
+        crate::cube::set_mma_fused_bwd(fused);
         let started = std::time::Instant::now();
         let elem = if dtype == FloatDType::F32 { 4 } else { 2 };
         let planes = attention_mma::emulation_planes(c.head_dim, elem, mtiles, max_shared);
-        let bwd_planes = crate::cube::attention_mma_bwd::emulation_planes(c.head_dim, elem, max_shared);
+        let bwd_planes = crate::cube::attention_mma_bwd::emulation_planes(c.head_dim, elem, max_shared, fused);
         assert!(planes.is_some() && bwd_planes.is_some(), "{c:?} {dtype:?}: no plane count fits {max_shared} bytes of shared memory");
         let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, dtype, &dev);
-        let bwd = "emulated mma kernels";
+        assert_eq!(crate::cube::last_backward_fused(), fused, "{c:?}: the backward that ran");
+        let bwd = if fused { "emulated fused mma kernel" } else { "emulated mma kernels" };
         let ran = crate::cube::last_forward_kernel();
         eprintln!("attention, emulated {ran:?} forward ({planes:?} planes), backward {bwd} ({bwd_planes:?}) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?} ({:.0?})", started.elapsed());
         assert_eq!(ran, Some(if mtiles == 1 { "mma-emulated" } else { "mma-emulated-m32" }), "{c:?}: the forward that ran");
         assert!(e.iter().all(|x| *x < tol), "emulated mma {c:?} {dtype:?} mtiles {mtiles}: {e:?}");
     }
     crate::cube::set_mma_mtiles(2);
+    crate::cube::set_mma_fused_bwd(false);
     crate::attention_ops::set_backward_kernel(true);
     set_forward_kernel(ForwardKernel::Auto);
     // The default backward (closed-form reference from burn ops).

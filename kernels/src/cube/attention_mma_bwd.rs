@@ -12,6 +12,11 @@
 //!   of every query head of the group (dK and dV summed over the group in the kernel); each plane
 //!   computes `Sᵀ = K Qᵀ` and `dPᵀ = V dOᵀ` `[16, 32]`, then `Pᵀ` and `dSᵀ` in registers, and adds
 //!   `Pᵀ dO` and `dSᵀ Q` to its dV and dK accumulators.
+//! - Fused (`fused = true`, FlashAttention-2's single backward kernel): the dK/dV kernel also
+//!   stores each step's `dS` in shared memory and adds `dS K` (`[32, 16·planes] ×
+//!   [16·planes, D]`, K already resident) to an f32 dQ with atomic adds ([`add_dq`]), scaled and
+//!   cast by the launcher; the dQ kernel does not run. Five products per (key, query) tile instead of seven; the atomic
+//!   order makes dQ's last bits vary from run to run.
 //!
 //! Q, K, V and dO are staged 16 bytes at a time; Q/dO (dQ kernel) and K/V (dK/dV kernel) fragments
 //! are re-read from shared memory for each product rather than held, which keeps the registers
@@ -39,20 +44,50 @@ pub fn dq_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> u
 }
 
 /// Shared memory of [`flash_dkv_mma_kernel`] in bytes: K and V rows, two Q and two dO tiles, the
-/// tiles' lse and D, the emulation scratch, two fences.
-pub fn dkv_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> usize {
-    (2 * planes * ROWS_PER_PLANE + 4 * BLOCK_Q) * ld_tile(d) * elem + 4 * (4 * BLOCK_Q + scratch_len(planes, emulate)) + 16
+/// tiles' lse and D, the emulation scratch, `dS` when fused, two fences.
+pub fn dkv_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool, fused: bool) -> usize {
+    (2 * planes * ROWS_PER_PLANE + 4 * BLOCK_Q) * ld_tile(d) * elem
+        + 4 * (4 * BLOCK_Q + scratch_len(planes, emulate))
+        + ds_len(planes, fused) * elem
+        + 16
 }
 
-/// Planes per cube when emulating: the most (≤ 4) for which both kernels fit `max_shared` bytes;
-/// `None` when none does or the head dim is not a multiple of 16 (at most [`MAX_HEAD_DIM`]).
-pub fn emulation_planes(d: usize, elem: usize, max_shared: usize) -> Option<usize> {
+/// Elements of the fused kernel's `dS` tile, `[BLOCK_Q, 16·planes + 8]` (rows padded by 16 bytes
+/// of f16 against bank conflicts, as `ld_tile`); 8, never read, when not fused.
+pub const fn ds_len(planes: usize, fused: bool) -> usize {
+    if fused { BLOCK_Q * ds_ld(planes) } else { 8 }
+}
+
+/// Row stride of the fused kernel's `dS` tile in elements.
+pub const fn ds_ld(planes: usize) -> usize {
+    planes * ROWS_PER_PLANE + 8
+}
+
+/// How the fused kernel's planes share its dQ product `[BLOCK_Q, D]` (2 M tiles × `D/16` column
+/// pairs): `(m_split, d_split)`, planes per M tile and per column range. Planes past
+/// `m_split · d_split` (when `D/16` has no fitting divisor) repeat another plane's product and
+/// write nothing.
+pub const fn dq_split(planes: usize, head_dim: usize) -> (usize, usize) {
+    let m_split = if planes >= 2 { 2 } else { 1 };
+    let pairs = head_dim / 16;
+    let mut d = planes / m_split;
+    while d > 1 && !pairs.is_multiple_of(d) {
+        d -= 1;
+    }
+    (m_split, d)
+}
+
+/// Planes per cube when emulating: the most (≤ 4) for which the kernels that run (both, or the
+/// fused one) fit `max_shared` bytes; `None` when none does or the head dim is not a multiple of
+/// 16 (at most [`MAX_HEAD_DIM`]).
+pub fn emulation_planes(d: usize, elem: usize, max_shared: usize, fused: bool) -> Option<usize> {
     if !d.is_multiple_of(16) || d > MAX_HEAD_DIM {
         return None;
     }
-    [4, 2, 1]
-        .into_iter()
-        .find(|&p| dq_shared_bytes(d, elem, p, true).max(dkv_shared_bytes(d, elem, p, true)) <= max_shared)
+    [4, 2, 1].into_iter().find(|&p| {
+        let dq = if fused { 0 } else { dq_shared_bytes(d, elem, p, true) };
+        dq.max(dkv_shared_bytes(d, elem, p, true, fused)) <= max_shared
+    })
 }
 
 /// Loop passes one unit makes at most, the larger of the two kernels (for the software adapter's
@@ -170,6 +205,84 @@ fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
         }
         lse_s[buf * BLOCK_Q + tid] = l;
         delta_s[buf * BLOCK_Q + tid] = dd;
+    }
+}
+
+/// The fused backward's dQ share of one step: `dq_acc[row_base + qt + i, :] += Σ_k dS[i, k]
+/// K[k, :]` (the launcher scales the sums) for the step's `BLOCK_Q` queries `i` and the cube's `16·planes` keys `k` (FA2
+/// Algorithm 2, line 14, with atomic adds): `dS` `[BLOCK_Q, 16·planes]` query-major in `dss`
+/// (row stride [`ds_ld`]), K's rows in `ks`. The planes share the product as [`dq_split`] says;
+/// rows past `tq` are not written. All units call it, after a barrier that orders `dss`'s stores.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn add_dq<F: Float, N: Size>(
+    dss: &SharedMemory<Vector<F, Const<1>>>,
+    ks: &SharedMemory<Vector<F, N>>,
+    dq_acc: &mut Tensor<Atomic<f32>>,
+    row_base: usize,
+    qt: usize,
+    tq: usize,
+    xs: &mut SharedMemory<f32>,
+    #[comptime] planes: usize,
+    #[comptime] ld: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] vs: usize,
+    #[comptime] ldmatrix: bool,
+    #[comptime] emulate: bool,
+) {
+    let lane = UNIT_POS_X as usize;
+    let plane = UNIT_POS_Y as usize;
+    let (g, t) = (lane / 4, lane % 4);
+    let ld_s = comptime!(ds_ld(planes));
+    let m_split = comptime!(dq_split(planes, head_dim).0);
+    let d_split = comptime!(dq_split(planes, head_dim).1);
+    // M tiles and column pairs per plane.
+    let mts = comptime!(BLOCK_Q / 16 / m_split);
+    let pps = comptime!(head_dim / 16 / d_split);
+    let active = comptime!(m_split * d_split);
+    let slot = plane % active;
+    let m0 = slot % m_split;
+    let p0 = (slot / m_split) * pps;
+    // Accumulators: M tile mi, pair dp in vectors 4·pps·mi + 4dp .. + 4.
+    let mut acc = zeros(comptime!(4 * mts * pps));
+    #[unroll]
+    for kk in 0..comptime!(planes) {
+        let mut a = Array::<Vector<F, Const<2>>>::new(comptime!(4 * mts));
+        #[unroll]
+        for mi in 0..mts {
+            let f = load_a::<F, Const<1>>(dss, (m0 + m_split * mi) * 16 * ld_s + kk * 16, ld_s, 1usize, ldmatrix);
+            #[unroll]
+            for i in 0..4usize {
+                a[4 * mi + i] = f[i];
+            }
+        }
+        #[unroll]
+        for dp in 0..pps {
+            let f = load_b_pair::<F, N>(ks, kk * 16 * ld + (p0 + dp) * 16, ld, vs, ldmatrix);
+            mma_pair_tiles::<F>(&a, &f, &mut acc, mts, comptime!(4 * pps), comptime!(4 * dp), xs, emulate);
+        }
+    }
+    if plane < active {
+        #[unroll]
+        for mi in 0..mts {
+            #[unroll]
+            for r in 0..2usize {
+                let qi = qt + (m0 + m_split * mi) * 16 + g + 8 * r;
+                if qi < tq {
+                    let base = (row_base + qi) * head_dim + p0 * 16 + 2 * t;
+                    #[unroll]
+                    for dp in 0..pps {
+                        #[unroll]
+                        for h in 0..2usize {
+                            let y = acc[comptime!(4 * pps * mi + 4 * dp + 2 * h) + r];
+                            let at = base + dp * 16 + 8 * h;
+                            dq_acc[at].fetch_add(y[0]);
+                            dq_acc[at + 1].fetch_add(y[1]);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -341,7 +454,8 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
 }
 
 /// dK, dV: cube (`16·planes` key rows, KV head, batch), looping over the query tiles of the G query
-/// heads that share the KV head; dk, dv `[B, K, Tk, D]` contiguous.
+/// heads that share the KV head; dk, dv `[B, K, Tk, D]` contiguous. `fused`: also dQ / scale, added
+/// to the zeroed f32 `dq_acc` `[B, H, Tq, D]` (contiguous; not touched otherwise).
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
@@ -354,6 +468,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     pad: &Tensor<I>,
     dk: &mut Tensor<F>,
     dv: &mut Tensor<F>,
+    dq_acc: &mut Tensor<Atomic<f32>>,
     scale: f32,
     q_offset: usize,
     #[comptime] causal: bool,
@@ -361,6 +476,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     #[comptime] planes: usize,
     #[comptime] ldmatrix: bool,
     #[comptime] emulate: bool,
+    #[comptime] fused: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let lane = UNIT_POS_X as usize;
@@ -387,6 +503,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let mut lse_s = SharedMemory::<f32>::new(comptime!(2 * BLOCK_Q));
     let mut delta_s = SharedMemory::<f32>::new(comptime!(2 * BLOCK_Q));
     let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
+    // Fused: the step's dS, query-major (see `add_dq`).
+    let mut dss = SharedMemory::<Vector<F, Const<1>>>::new(comptime!(ds_len(planes, fused)));
     let fence0 = C::fence();
     let fence1 = C::fence();
 
@@ -425,8 +543,9 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     }
     let mut step = 0;
     let mut buf = 0usize;
-    // The step's query tile, and the next step's head and tile (stepped, not divided out).
+    // The step's head and query tile, and the next step's (stepped, not divided out).
     let mut qt = q_start;
+    let mut cur_h = kvh * groups;
     let mut next_h = kvh * groups;
     let mut next_qt = q_start;
     while step < steps {
@@ -496,13 +615,36 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
                     }
                 }
             }
+            if comptime!(fused) {
+                // dS (query-major) for the cube's dQ product: this unit's key rows g, g + 8 of
+                // its plane, queries 8j + 2t + e.
+                #[unroll]
+                for j in 0..comptime!(BLOCK_Q / 8) {
+                    #[unroll]
+                    for r in 0..2usize {
+                        let ds = dpt[2 * j + r];
+                        #[unroll]
+                        for e in 0..2usize {
+                            let at = (8 * j + 2 * t + e) * comptime!(ds_ld(planes)) + plane * ROWS_PER_PLANE + g + 8 * r;
+                            dss[at] = Vector::<F, Const<1>>::new(F::cast_from(ds[e]));
+                        }
+                    }
+                }
+            }
             // dV += Pᵀ dO and dK += dSᵀ Q: [16, 32] × [32, D].
             pv::<F, N>(&st, &dos, qo, &mut acc_v, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
             pv::<F, N>(&dpt, &qs, qo, &mut acc_k, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
         }
+        if comptime!(fused) {
+            // Every plane's dS is stored (and the next step's stores come after the loop's
+            // barrier).
+            sync_cube();
+            add_dq::<F, N>(&dss, &ks, dq_acc, (b * nh + cur_h) * tq, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
+        }
         step = next;
         buf = 1 - buf;
         qt = next_qt;
+        cur_h = next_h;
     }
 
     #[unroll]
@@ -520,5 +662,41 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
                 dv[base + 8 * n + 1] = F::cast_from(yv[1]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dq_split_covers_the_product_with_whole_column_ranges() {
+        // (planes, head dim) → (planes per M tile, per column range).
+        assert_eq!(dq_split(4, 128), (2, 2));
+        assert_eq!(dq_split(8, 128), (2, 4));
+        assert_eq!(dq_split(2, 64), (2, 1));
+        assert_eq!(dq_split(1, 64), (1, 1));
+        // One column pair: the other two planes of four repeat a product and write nothing.
+        assert_eq!(dq_split(4, 16), (2, 1));
+        // Three pairs: six of eight planes write.
+        assert_eq!(dq_split(8, 48), (2, 3));
+        for planes in [1, 2, 4, 8] {
+            for d in (16..=MAX_HEAD_DIM).step_by(16) {
+                let (m, c) = dq_split(planes, d);
+                assert!(m * c <= planes && (BLOCK_Q / 16).is_multiple_of(m) && (d / 16).is_multiple_of(c), "planes {planes}, d {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_shared_memory_keeps_16_byte_alignment() {
+        // `ldmatrix` reads dS rows at 16-byte boundaries; the arrays after it stay aligned.
+        for planes in [1, 2, 4, 8] {
+            assert!((ds_ld(planes) * 2).is_multiple_of(16));
+            for fused in [false, true] {
+                assert!((ds_len(planes, fused) * 2).is_multiple_of(16));
+            }
+        }
+        assert!(dkv_shared_bytes(128, 2, 4, false, true) > dkv_shared_bytes(128, 2, 4, false, false));
     }
 }

@@ -210,6 +210,59 @@ pub fn last_forward_async_copy() -> bool {
     LAST_FORWARD_ASYNC.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+static MMA_FUSED_BWD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether the register-tile backward runs as one kernel ([`attention_mma_bwd`]'s `fused`: dK/dV
+/// with dQ by atomic adds, five products per tile instead of the two kernels' seven):
+/// [`set_mma_fused_bwd`]'s, else `MLAGENT_MMA_BWD=fused` (read once). Off by default until it has
+/// been timed on a card: it is checked by emulation and NVRTC only (BENCHMARKS.md).
+pub fn mma_fused_bwd() -> bool {
+    use std::sync::atomic::Ordering;
+    match MMA_FUSED_BWD.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("MLAGENT_MMA_BWD").as_deref() == Ok("fused");
+            let _ = MMA_FUSED_BWD.compare_exchange(0, if on { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
+            MMA_FUSED_BWD.load(Ordering::Relaxed) == 2
+        }
+        c => c == 2,
+    }
+}
+
+/// Sets [`mma_fused_bwd`] for this process.
+pub fn set_mma_fused_bwd(on: bool) {
+    MMA_FUSED_BWD.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+static MMA_BWD_PLANES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Warps per cube of the register-tile backward on a GPU (16 key rows each in the dK/dV or fused
+/// kernel, 16 query rows in the dQ kernel): [`attention_mma::PLANES`] (4), or 2 or 8 from
+/// `MLAGENT_MMA_BWD_PLANES` (read once; anything else keeps 4). Eight is FlashAttention-2's
+/// 128-key block: half the Q/dO tile loads (and, fused, half the dQ atomic adds) per product, one
+/// cube per SM. Not yet timed on a card.
+pub fn mma_bwd_planes() -> usize {
+    use std::sync::atomic::Ordering;
+    match MMA_BWD_PLANES.load(Ordering::Relaxed) {
+        0 => {
+            let p = match std::env::var("MLAGENT_MMA_BWD_PLANES").as_deref() {
+                Ok("2") => 2,
+                Ok("8") => 8,
+                _ => attention_mma::PLANES as u8,
+            };
+            let _ = MMA_BWD_PLANES.compare_exchange(0, p, Ordering::Relaxed, Ordering::Relaxed);
+            MMA_BWD_PLANES.load(Ordering::Relaxed) as usize
+        }
+        p => p as usize,
+    }
+}
+
+static LAST_BACKWARD_FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the last attention backward on a CubeCL device ran the fused register-tile kernel.
+pub fn last_backward_fused() -> bool {
+    LAST_BACKWARD_FUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 static MMA_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// 16-row M tiles per plane of the register-tile forward ([`attention_mma`]): 2 (32 query rows per
@@ -283,8 +336,8 @@ enum Backward {
     Portable,
     /// [`attention_cmma_bwd`]: planes, tile (keys or queries per step), emulate.
     Cmma(usize, usize, bool),
-    /// [`attention_mma_bwd`]: planes, ldmatrix, emulate.
-    Mma(usize, bool, bool),
+    /// [`attention_mma_bwd`]: planes, ldmatrix, emulate, fused.
+    Mma(usize, bool, bool, bool),
 }
 
 /// How the backward runs under [`forward_kernel`] (the backward follows the forward's choice): the
@@ -300,23 +353,26 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     let cmma = || {
         if cmma_supported(q, d) && fits(attention_cmma::PLANES, 64) { Backward::Cmma(attention_cmma::PLANES, 64, false) } else { Backward::Portable }
     };
+    let fused = mma_fused_bwd();
     let mma_fits = |p: usize| {
-        attention_mma_bwd::dq_shared_bytes(d, elem, p, false).max(attention_mma_bwd::dkv_shared_bytes(d, elem, p, false)) <= max
+        let dq = if fused { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, false) };
+        dq.max(attention_mma_bwd::dkv_shared_bytes(d, elem, p, false, fused)) <= max
     };
-    let mma = mma_attention_ok(q, d) && mma_fits(attention_mma::PLANES);
+    let planes = mma_bwd_planes();
+    let mma = mma_attention_ok(q, d) && mma_fits(planes);
     match forward_kernel() {
         ForwardKernel::Portable => Backward::Portable,
-        ForwardKernel::Auto if mma => Backward::Mma(attention_mma::PLANES, true, false),
+        ForwardKernel::Auto if mma => Backward::Mma(planes, true, false, fused),
         ForwardKernel::Auto | ForwardKernel::Cmma => cmma(),
         ForwardKernel::CmmaEmulated if d.is_multiple_of(16) && d <= 256 => [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)]
             .into_iter()
             .find(|&(p, t)| fits(p, t))
             .map_or(Backward::Portable, |(p, t)| Backward::Cmma(p, t, true)),
         ForwardKernel::CmmaEmulated => Backward::Portable,
-        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(attention_mma::PLANES, forward_kernel() == ForwardKernel::Mma, false),
+        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(planes, forward_kernel() == ForwardKernel::Mma, false, fused),
         ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
         ForwardKernel::MmaEmulated => {
-            attention_mma_bwd::emulation_planes(d, elem, max).map_or(Backward::Portable, |p| Backward::Mma(p, false, true))
+            attention_mma_bwd::emulation_planes(d, elem, max, fused).map_or(Backward::Portable, |p| Backward::Mma(p, false, true, fused))
         }
     }
 }
@@ -729,7 +785,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let plan = backward_plan(&q, d);
         let iterations = match plan {
             Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
-            Backward::Mma(planes, _, _) => attention_mma_bwd::loop_iterations(tq, tk, d, planes, h / kh),
+            Backward::Mma(planes, ..) => attention_mma_bwd::loop_iterations(tq, tk, d, planes, h / kh),
             // The tensor-core kernels run only on GPUs (no loop limit); the count is for the portable ones.
             _ => attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
                 .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh)),
@@ -762,7 +818,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dout.dtype.into(),
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
-        if let Backward::Mma(planes, ldmatrix, emulate) = plan {
+        LAST_BACKWARD_FUSED.store(matches!(plan, Backward::Mma(.., true)), std::sync::atomic::Ordering::Relaxed);
+        if let Backward::Mma(planes, ldmatrix, emulate, fused) = plan {
             let ([q, k, v, dout], vs) = vector_tiles([q, k, v, dout], d);
             let rows = planes * attention_mma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32);
@@ -771,9 +828,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             // SAFETY: as the forward's: the kernels read rows only below T (`AsyncCopy` clamps rows
             // to T − 1), lse/delta only for rows below Tq, and write dq/dk/dv (contiguous,
             // allocated above) only for rows below T.
+            // Fused: dQ's f32 sums (zeroed; the kernel adds dS K), scaled and cast at the end. Else
+            // a one-element stand-in the kernel does not touch.
+            let dq_shape = if fused { [b, h, tq, d] } else { [1, 1, 1, 1] };
+            let dq_acc = burn_cubecl::ops::numeric::zeros_client(client.clone(), q.device.clone(), Shape::new(dq_shape), DType::F32);
             macro_rules! launch {
                 ($copy:ty) => {
-                    unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
+                    if !fused { unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
                         CubeCount::Static(tq.div_ceil(rows) as u32, h as u32, b as u32),
                         cube_dim,
@@ -795,7 +856,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         ldmatrix,
                         emulate,
                         dtypes,
-                    ) };
+                    ) } };
                     unsafe { attention_mma_bwd::flash_dkv_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
                         CubeCount::Static(tk.div_ceil(rows) as u32, kh as u32, b as u32),
@@ -811,6 +872,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         pad.clone().into_tensor_arg(),
                         dk.clone().into_tensor_arg(),
                         dv.clone().into_tensor_arg(),
+                        dq_acc.clone().into_tensor_arg(),
                         p.scale,
                         p.q_offset,
                         p.causal,
@@ -818,6 +880,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         planes,
                         ldmatrix,
                         emulate,
+                        fused,
                         dtypes,
                     ) };
                 };
@@ -827,6 +890,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             } else {
                 launch!(tile_copy::SyncCopy);
             }
+            let dq = if fused {
+                let scaled = burn_cubecl::ops::numeric::mul_scalar(dq_acc, cubecl::prelude::InputScalar::new(p.scale, DType::F32));
+                burn_cubecl::kernel::cast(scaled, q.dtype)
+            } else {
+                dq
+            };
             return (dq, dk, dv);
         }
         if let Backward::Cmma(planes, tile, emulate) = plan {

@@ -39,8 +39,9 @@ enum What {
     /// mma-emulated|cmma-emulated picks the kernels (default: the register-tile mma kernels where
     /// the device has mma.sync (CUDA, f16/bf16), else tensor-core cmma, else portable);
     /// MLAGENT_MMA_ROWS=16 gives the mma forward 16 query rows per warp instead of 32, and
-    /// MLAGENT_MMA_ASYNC=0 loads the mma kernels' tiles through registers instead of cp.async. The
-    /// forward kernel that ran is named on stderr (json) or in the header.
+    /// MLAGENT_MMA_ASYNC=0 loads the mma kernels' tiles through registers instead of cp.async, and
+    /// MLAGENT_MMA_BWD=fused runs the mma backward as one kernel (dQ by atomic adds; not yet timed
+    /// on a card). The forward kernel that ran is named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
@@ -340,11 +341,12 @@ fn check(a: CheckArgs) -> Result<()> {
 }
 
 /// ", attention forward kernel: NAME" for the kernel the last attention forward ran on a CubeCL
-/// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it);
-/// empty on the CPU.
+/// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it),
+/// and ", backward: fused mma kernel" when the last backward was that one; empty on the CPU.
 fn forward_kernel_note() -> String {
     let copies = if mlagent_kernels::cube::last_forward_async_copy() { " (cp.async tiles)" } else { "" };
-    mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}{copies}"))
+    let fused = if mlagent_kernels::cube::last_backward_fused() { ", backward: fused mma kernel" } else { "" };
+    mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}{copies}{fused}"))
 }
 
 /// Median milliseconds of `repeats` calls of `f` after `warmup` calls, synchronising the device
@@ -605,7 +607,8 @@ fn bench(a: BenchArgs) -> Result<()> {
             serde_json::json!({"op": format!("{op:?}").to_lowercase(), "pass": pass, "shape": shape, "device": device.to_string(),
                 "dtype": format!("{dtype:?}").to_lowercase(), "results": r, "speedup": speedup,
                 "attention_forward_kernel": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_kernel).flatten(),
-                "attention_cp_async": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_async_copy)})
+                "attention_cp_async": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_async_copy),
+                "attention_bwd_fused": (op == Op::Attention && bwd).then(mlagent_kernels::cube::last_backward_fused)})
         );
     }
     Ok(())
