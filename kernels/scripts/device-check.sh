@@ -29,10 +29,10 @@ run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
 run check_rows16_f16 30 env MLAGENT_MMA_ROWS=16 $M $C --dtype f16 --causal --key-growth 12
 run check_sync 30 env MLAGENT_MMA_ASYNC=0 $M $C --dtype bf16 --causal --key-growth 12
 run check_gqa7 30 $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
-# The fused backward (one kernel, dQ by atomic adds; opt-in until timed): bf16 causal, and GQA 7 at
-# head dim 64 (two planes split the dQ product by columns there too).
+# The fused backward (one kernel, dQ by atomic adds; opt-in until timed; 8 planes unless
+# MLAGENT_MMA_BWD_PLANES says otherwise): bf16 causal with 8 and 4 planes, and GQA 7 at head dim 64.
 run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
-run check_fused_p8 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=8 $M $C --dtype bf16 --causal --key-growth 12
+run check_fused_p4 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=4 $M $C --dtype bf16 --causal --key-growth 12
 run check_fused_gqa7 30 env MLAGENT_MMA_BWD=fused $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
 B="kernels bench --device cuda --dtype bf16 --op attention --format json"
 S="--seq-len 4096 --causal --no-baseline"
@@ -41,12 +41,12 @@ for i in 1 2; do
   run fwd_new_$i 30 $M $B $S
   run fwd_old_$i 30 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $O $B $S
 done
-# Split (dQ kernel + dK/dV kernel) against fused backward, interleaved twice.
+# Split (dQ kernel + dK/dV kernel, 4 planes) against the fused backward (8 planes), interleaved twice.
 for i in 1 2; do
   run fwdbwd_split_$i 30 $M $B $S --bwd
   run fwdbwd_fused_$i 30 env MLAGENT_MMA_BWD=fused $M $B $S --bwd
 done
-run fwdbwd_fused_p8 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=8 $M $B $S --bwd
+run fwdbwd_fused_p4 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=4 $M $B $S --bwd
 run fwdbwd_split_p8 30 env MLAGENT_MMA_BWD_PLANES=8 $M $B $S --bwd
 run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal --bwd --no-baseline
 run fwdbwd_old 30 env MLAGENT_ATTENTION=mma $O $B $S --bwd

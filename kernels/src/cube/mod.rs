@@ -236,24 +236,37 @@ pub fn set_mma_fused_bwd(on: bool) {
 static MMA_BWD_PLANES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Warps per cube of the register-tile backward on a GPU (16 key rows each in the dK/dV or fused
-/// kernel, 16 query rows in the dQ kernel): [`attention_mma::PLANES`] (4), or 2 or 8 from
-/// `MLAGENT_MMA_BWD_PLANES` (read once; anything else keeps 4). Eight is FlashAttention-2's
-/// 128-key block: half the Q/dO tile loads (and, fused, half the dQ atomic adds) per product, one
-/// cube per SM. Not yet timed on a card.
-pub fn mma_bwd_planes() -> usize {
+/// kernel, 16 query rows in the dQ kernel): 2, 4 or 8 from `MLAGENT_MMA_BWD_PLANES` (read once),
+/// else 4 for the two kernels (as timed) and 8 for the fused one. With 8 (128 keys per cube,
+/// FlashAttention-2's block) the fused kernel's dQ atomic adds come to 16 KB per 5.2 MFLOP of
+/// products, FA2's own ratio; with 4, twice that. Neither fused setting is timed on a card yet.
+pub fn mma_bwd_planes(fused: bool) -> usize {
     use std::sync::atomic::Ordering;
-    match MMA_BWD_PLANES.load(Ordering::Relaxed) {
+    let set = match MMA_BWD_PLANES.load(Ordering::Relaxed) {
         0 => {
+            // 1: not set.
             let p = match std::env::var("MLAGENT_MMA_BWD_PLANES").as_deref() {
                 Ok("2") => 2,
+                Ok("4") => 4,
                 Ok("8") => 8,
-                _ => attention_mma::PLANES as u8,
+                _ => 1,
             };
             let _ = MMA_BWD_PLANES.compare_exchange(0, p, Ordering::Relaxed, Ordering::Relaxed);
             MMA_BWD_PLANES.load(Ordering::Relaxed) as usize
         }
         p => p as usize,
+    };
+    match set {
+        1 if fused => 8,
+        1 => attention_mma::PLANES,
+        p => p,
     }
+}
+
+/// Sets [`mma_bwd_planes`] for this process (2, 4 or 8; `None`: the defaults).
+pub fn set_mma_bwd_planes(planes: Option<usize>) {
+    assert!(planes.is_none_or(|p| [2, 4, 8].contains(&p)), "backward planes: 2, 4 or 8, not {planes:?}");
+    MMA_BWD_PLANES.store(planes.unwrap_or(1) as u8, std::sync::atomic::Ordering::Relaxed);
 }
 
 static LAST_BACKWARD_FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -358,7 +371,8 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
         let dq = if fused { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, false) };
         dq.max(attention_mma_bwd::dkv_shared_bytes(d, elem, p, false, fused)) <= max
     };
-    let planes = mma_bwd_planes();
+    // The requested planes where they fit, else the split kernels' 4.
+    let planes = Some(mma_bwd_planes(fused)).filter(|&p| mma_fits(p)).unwrap_or(attention_mma::PLANES);
     let mma = mma_attention_ok(q, d) && mma_fits(planes);
     match forward_kernel() {
         ForwardKernel::Portable => Backward::Portable,

@@ -41,7 +41,7 @@ enum What {
     /// MLAGENT_MMA_ROWS=16 gives the mma forward 16 query rows per warp instead of 32, and
     /// MLAGENT_MMA_ASYNC=0 loads the mma kernels' tiles through registers instead of cp.async, and
     /// MLAGENT_MMA_BWD=fused runs the mma backward as one kernel (dQ by atomic adds; not yet timed
-    /// on a card). The forward kernel that ran is named on stderr (json) or in the header.
+    /// on a card; MLAGENT_MMA_BWD_PLANES=2|4|8 sets its warps per cube). The forward kernel that ran is named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
