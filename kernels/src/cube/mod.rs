@@ -843,9 +843,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             // to T − 1), lse/delta only for rows below Tq, and write dq/dk/dv (contiguous,
             // allocated above) only for rows below T.
             // Fused: dQ's f32 sums (zeroed; the kernel adds dS K), scaled and cast at the end. Else
-            // a one-element stand-in the kernel does not touch.
-            let dq_shape = if fused { [b, h, tq, d] } else { [1, 1, 1, 1] };
-            let dq_acc = burn_cubecl::ops::numeric::zeros_client(client.clone(), q.device.clone(), Shape::new(dq_shape), DType::F32);
+            // a one-element stand-in the kernel does not touch (left uninitialised: no fill launch).
+            let dq_acc = if fused {
+                burn_cubecl::ops::numeric::zeros_client(client.clone(), q.device.clone(), Shape::new([b, h, tq, d]), DType::F32)
+            } else {
+                empty_f32(&q, Shape::new([1, 1, 1, 1]))
+            };
             macro_rules! launch {
                 ($copy:ty) => {
                     if !fused { unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
