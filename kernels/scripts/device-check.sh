@@ -23,25 +23,20 @@ run() { local name=$1 to=$2; shift 2; local s=$(date +%s); NAMES+=("$name")
   echo "$name rc=$rc $(( $(date +%s) - s ))s (at $(( $(date +%s) - T0 ))s)" | tee -a "$W/summary.txt"; }
 C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
 # Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
-# warp, cp.async tiles) in bf16; 16 rows per warp in f16; the same loops loading through registers
-# (separates a cp.async fault from a loop fault); GQA 7 at head dim 64, not causal, off the tile grid.
+# warp, cp.async tiles) in bf16; the fused backward (one kernel, dQ by atomic adds; opt-in until
+# timed; 8 planes unless MLAGENT_MMA_BWD_PLANES says otherwise) in bf16 with 8 and 4 planes; GQA 7 at
+# head dim 64, not causal, off the tile grid, split and fused.
 run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
-run check_rows16_f16 30 env MLAGENT_MMA_ROWS=16 $M $C --dtype f16 --causal --key-growth 12
-run check_sync 30 env MLAGENT_MMA_ASYNC=0 $M $C --dtype bf16 --causal --key-growth 12
-run check_gqa7 30 $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
-# The fused backward (one kernel, dQ by atomic adds; opt-in until timed; 8 planes unless
-# MLAGENT_MMA_BWD_PLANES says otherwise): bf16 causal with 8 and 4 planes, and GQA 7 at head dim 64.
 run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
 run check_fused_p4 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=4 $M $C --dtype bf16 --causal --key-growth 12
-run check_fused_gqa7 30 env MLAGENT_MMA_BWD=fused $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
+G="kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json"
+run check_gqa7 30 $M $G
+run check_fused_gqa7 30 env MLAGENT_MMA_BWD=fused $M $G
 B="kernels bench --device cuda --dtype bf16 --op attention --format json"
 S="--seq-len 4096 --causal --no-baseline"
-# Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16), new against old, interleaved twice.
-for i in 1 2; do
-  run fwd_new_$i 30 $M $B $S
-  run fwd_old_$i 30 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $O $B $S
-done
-# Split (dQ kernel + dK/dV kernel, 4 planes) against the fused backward (8 planes), interleaved twice.
+# Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16). First the split backward (dQ kernel +
+# dK/dV kernel, 4 planes) against the fused one (8 planes), interleaved twice; then the other
+# plane counts, 8192 tokens, and the forward (against the previous binary where there is one).
 for i in 1 2; do
   run fwdbwd_split_$i 30 $M $B $S --bwd
   run fwdbwd_fused_$i 30 env MLAGENT_MMA_BWD=fused $M $B $S --bwd
@@ -49,14 +44,16 @@ done
 run fwdbwd_fused_p4 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=4 $M $B $S --bwd
 run fwdbwd_split_p8 30 env MLAGENT_MMA_BWD_PLANES=8 $M $B $S --bwd
 run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal --bwd --no-baseline
+run fwdbwd_split_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
+run fwd_new 30 $M $B $S
+run fwd_old 30 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $O $B $S
 run fwdbwd_old 30 env MLAGENT_ATTENTION=mma $O $B $S --bwd
-run fwd_sync 30 env MLAGENT_MMA_ASYNC=0 $M $B $S
-run fwdbwd_sync 30 env MLAGENT_MMA_ASYNC=0 $M $B $S --bwd
-run fwd_rows16 30 env MLAGENT_MMA_ROWS=16 $M $B $S
-run fwdbwd_refbwd 45 $M $B $S --bwd --reference-bwd
 run fwd_8192 30 $M $B --seq-len 8192 --causal --no-baseline
-run fwdbwd_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
 run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
+# Measured before (BENCHMARKS.md); last, for the record when time is left.
+run check_rows16_f16 30 env MLAGENT_MMA_ROWS=16 $M $C --dtype f16 --causal --key-growth 12
+run check_sync 30 env MLAGENT_MMA_ASYNC=0 $M $C --dtype bf16 --causal --key-growth 12
+run fwdbwd_refbwd 45 $M $B $S --bwd --reference-bwd
 run fwd_baseline 50 env CUBECL_AUTOTUNE_LEVEL=minimal $M $B --seq-len 4096 --causal --baseline reference
 tar czf "$OUT/device-check.tgz" -C "$W" .
 for f in "$W"/*.err; do [ -s "$f" ] && { echo "-- $(basename "$f")"; grep -v 'WARN\|^$' "$f" | tail -3 | cut -c1-300; }; done
