@@ -109,16 +109,8 @@ static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 /// limit of 65535 passes (see `crate::cube::attention_kernels`), past which the launcher now uses
 /// this reference.
 pub fn backward_kernel() -> bool {
-    match BACKWARD_KERNEL.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            // First call: the environment decides, once (this runs on every attention backward).
-            let kernels = std::env::var("MLAGENT_ATTENTION_BWD").is_ok_and(|v| v == "kernel");
-            let _ = BACKWARD_KERNEL.compare_exchange(0, if kernels { 1 } else { 2 }, Ordering::Relaxed, Ordering::Relaxed);
-            BACKWARD_KERNEL.load(Ordering::Relaxed) == 1
-        }
-    }
+    // The environment decides once (this runs on every attention backward).
+    crate::cube::setting(&BACKWARD_KERNEL, || if std::env::var("MLAGENT_ATTENTION_BWD").is_ok_and(|v| v == "kernel") { 1 } else { 2 }) == 1
 }
 
 /// Chooses the backward for this process; see [`backward_kernel`].

@@ -121,29 +121,34 @@ pub enum ForwardKernel {
     MmaEmulated,
 }
 
+/// A setting held in `cell` (0: not yet set): its value, read from the environment by `read`
+/// (non-zero) on first use, unless a setter stored one before.
+pub(crate) fn setting(cell: &std::sync::atomic::AtomicU8, read: impl FnOnce() -> u8) -> u8 {
+    use std::sync::atomic::Ordering;
+    match cell.load(Ordering::Relaxed) {
+        0 => {
+            let _ = cell.compare_exchange(0, read(), Ordering::Relaxed, Ordering::Relaxed);
+            cell.load(Ordering::Relaxed)
+        }
+        c => c,
+    }
+}
+
 static FORWARD_KERNEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// The forward kernel choice: [`set_forward_kernel`]'s, else `MLAGENT_ATTENTION` read once
 /// (`portable`, `cmma`, `cmma-emulated`, `mma`, `mma-direct`, `mma-emulated`; anything else or
 /// unset: auto).
 pub fn forward_kernel() -> ForwardKernel {
-    use std::sync::atomic::Ordering;
-    let code = match FORWARD_KERNEL.load(Ordering::Relaxed) {
-        0 => {
-            let code = match std::env::var("MLAGENT_ATTENTION").as_deref() {
-                Ok("portable") => 2,
-                Ok("cmma-emulated") => 3,
-                Ok("mma") => 4,
-                Ok("mma-direct") => 5,
-                Ok("mma-emulated") => 6,
-                Ok("cmma") => 7,
-                _ => 1,
-            };
-            let _ = FORWARD_KERNEL.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
-            FORWARD_KERNEL.load(Ordering::Relaxed)
-        }
-        c => c,
-    };
+    let code = setting(&FORWARD_KERNEL, || match std::env::var("MLAGENT_ATTENTION").as_deref() {
+        Ok("portable") => 2,
+        Ok("cmma-emulated") => 3,
+        Ok("mma") => 4,
+        Ok("mma-direct") => 5,
+        Ok("mma-emulated") => 6,
+        Ok("cmma") => 7,
+        _ => 1,
+    });
     match code {
         2 => ForwardKernel::Portable,
         3 => ForwardKernel::CmmaEmulated,
@@ -162,15 +167,7 @@ static MMA_ASYNC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new
 /// has it: [`set_mma_async_copy`]'s, else not `MLAGENT_MMA_ASYNC=0` (read once). Off, the same
 /// loops load through registers ([`tile_copy::SyncCopy`]).
 pub fn mma_async_copy() -> bool {
-    use std::sync::atomic::Ordering;
-    match MMA_ASYNC.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("MLAGENT_MMA_ASYNC").as_deref() != Ok("0");
-            let _ = MMA_ASYNC.compare_exchange(0, if on { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
-            MMA_ASYNC.load(Ordering::Relaxed) == 2
-        }
-        c => c == 2,
-    }
+    setting(&MMA_ASYNC, || if std::env::var("MLAGENT_MMA_ASYNC").as_deref() != Ok("0") { 2 } else { 1 }) == 2
 }
 
 /// Sets [`mma_async_copy`] for this process.
@@ -217,15 +214,7 @@ static MMA_FUSED_BWD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8:
 /// [`set_mma_fused_bwd`]'s, else `MLAGENT_MMA_BWD=fused` (read once). Off by default until it has
 /// been timed on a card: it is checked by emulation and NVRTC only (BENCHMARKS.md).
 pub fn mma_fused_bwd() -> bool {
-    use std::sync::atomic::Ordering;
-    match MMA_FUSED_BWD.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("MLAGENT_MMA_BWD").as_deref() == Ok("fused");
-            let _ = MMA_FUSED_BWD.compare_exchange(0, if on { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
-            MMA_FUSED_BWD.load(Ordering::Relaxed) == 2
-        }
-        c => c == 2,
-    }
+    setting(&MMA_FUSED_BWD, || if std::env::var("MLAGENT_MMA_BWD").as_deref() == Ok("fused") { 2 } else { 1 }) == 2
 }
 
 /// Sets [`mma_fused_bwd`] for this process.
@@ -241,32 +230,18 @@ static MMA_BWD_PLANES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8
 /// FlashAttention-2's block) the fused kernel's dQ atomic adds come to 16 KB per 5.2 MFLOP of
 /// products, FA2's own ratio; with 4, twice that. Neither fused setting is timed on a card yet.
 pub fn mma_bwd_planes(fused: bool) -> usize {
-    use std::sync::atomic::Ordering;
-    let set = match MMA_BWD_PLANES.load(Ordering::Relaxed) {
-        0 => {
-            // 1: not set.
-            let p = match std::env::var("MLAGENT_MMA_BWD_PLANES").as_deref() {
-                Ok("2") => 2,
-                Ok("4") => 4,
-                Ok("8") => 8,
-                _ => 1,
-            };
-            let _ = MMA_BWD_PLANES.compare_exchange(0, p, Ordering::Relaxed, Ordering::Relaxed);
-            MMA_BWD_PLANES.load(Ordering::Relaxed) as usize
-        }
-        p => p as usize,
-    };
+    // 1: not set.
+    let set = setting(&MMA_BWD_PLANES, || match std::env::var("MLAGENT_MMA_BWD_PLANES").as_deref() {
+        Ok("2") => 2,
+        Ok("4") => 4,
+        Ok("8") => 8,
+        _ => 1,
+    });
     match set {
         1 if fused => 8,
         1 => attention_mma::PLANES,
-        p => p,
+        p => p as usize,
     }
-}
-
-/// Sets [`mma_bwd_planes`] for this process (2, 4 or 8; `None`: the defaults).
-pub fn set_mma_bwd_planes(planes: Option<usize>) {
-    assert!(planes.is_none_or(|p| [2, 4, 8].contains(&p)), "backward planes: 2, 4 or 8, not {planes:?}");
-    MMA_BWD_PLANES.store(planes.unwrap_or(1) as u8, std::sync::atomic::Ordering::Relaxed);
 }
 
 static LAST_BACKWARD_FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -283,15 +258,7 @@ static MMA_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::ne
 /// accumulators; the default, 177 against 144 TFLOP/s on an H200 at 4096 tokens causal) or 1 (16
 /// rows, Q's fragments in registers). [`set_mma_mtiles`]'s, else `MLAGENT_MMA_ROWS=16|32` read once.
 pub fn mma_mtiles() -> usize {
-    use std::sync::atomic::Ordering;
-    match MMA_MTILES.load(Ordering::Relaxed) {
-        0 => {
-            let m = if std::env::var("MLAGENT_MMA_ROWS").as_deref() == Ok("16") { 1 } else { 2 };
-            let _ = MMA_MTILES.compare_exchange(0, m, Ordering::Relaxed, Ordering::Relaxed);
-            MMA_MTILES.load(Ordering::Relaxed) as usize
-        }
-        m => m as usize,
-    }
+    setting(&MMA_MTILES, || if std::env::var("MLAGENT_MMA_ROWS").as_deref() == Ok("16") { 1 } else { 2 }) as usize
 }
 
 /// Sets [`mma_mtiles`] for this process (1 or 2).
@@ -808,12 +775,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);
         }
         let client = q.client.clone();
-        let dq = empty(&q, Shape::new([b, h, tq, d]), q.dtype);
         let dk = empty(&q, Shape::new([b, kh, tk, d]), k.dtype);
         let dv = empty(&q, Shape::new([b, kh, tk, d]), k.dtype);
         if b * h * tq * tk == 0 {
-            return (dq, dk, dv);
+            return (empty(&q, Shape::new([b, h, tq, d]), q.dtype), dk, dv);
         }
+        // The fused kernel's dQ comes from its f32 sums (below): no buffer is held for it meanwhile.
+        let dq_shape = if matches!(plan, Backward::Mma(.., true)) { [1, 1, 1, 1] } else { [b, h, tq, d] };
+        let dq = empty(&q, Shape::new(dq_shape), q.dtype);
         let (out, dout, lse) = (into_contiguous(out), into_contiguous(dout), into_contiguous(lse));
         let address_type = addr(&[&q, &k, &v, &out, &dout, &dk]);
         let rows = b * h * tq;
