@@ -84,6 +84,25 @@ pub(crate) fn visible_end(row: usize, tk: usize, q_offset: usize, #[comptime] ca
     end
 }
 
+/// `log2 e`: scores scaled by `scale · LOG2_E` and offsets kept in base 2 give FlashAttention-2's
+/// `P = 2^(s·scale·log2 e − m₂) = exp(s·scale − m)` (its `exp2f` with the scale folded in).
+pub const LOG2_E: f32 = std::f32::consts::LOG2_E;
+
+/// `2^x`. On CUDA this is `__powf(2, x)`, which NVRTC folds to the bare `ex2.approx` (`MUFU.EX2`
+/// and its subnormal fix-up); `exp` (`__expf`) is the same instruction after a multiply by
+/// `log2 e`, one more instruction per score. 0 for `x = -inf`.
+#[cube]
+pub(crate) fn exp2(x: f32) -> f32 {
+    f32::new(2.0).powf(x)
+}
+
+/// A row's log-sum-exp in base 2 (`lse · log2 e`, for `2^(s·scale₂ − lse₂)`); `f32::MAX`, the
+/// mark of a row that sees no key, stays `f32::MAX` so that its `P` stays 0 without an infinity.
+#[cube]
+pub(crate) fn lse_base2(lse: f32) -> f32 {
+    select(lse < f32::max_value(), lse * LOG2_E, lse)
+}
+
 /// The query tile this cube takes: its grid position along x, reversed when `causal`, so that the
 /// tiles with the most visible keys (the last ones) start first and the short ones fill the tail of
 /// the grid (longest-processing-time-first scheduling).

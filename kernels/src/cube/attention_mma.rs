@@ -16,7 +16,8 @@
 //! 3. the online softmax on those registers (hidden keys masked only in tiles some row of the cube
 //!    cannot fully see): each unit's row maximum over its 16 scores, then over its quad (the 4
 //!    units sharing the row) by shuffles; the output accumulators scaled by `exp(m_old − m_new)`
-//!    where a row's maximum moved; `P = exp(s·scale − m_new)`;
+//!    where a row's maximum moved; `P = exp(s·scale − m_new)`, computed as FlashAttention-2 does,
+//!    `2^(s·scale·log2 e − m₂)` with the maximum kept in base 2 ([`exp2`]);
 //! 4. `O += P V` `[16, D]` per M tile, with `P`'s accumulator pairs used directly as the A
 //!    fragments, each V fragment serving every M tile.
 //!
@@ -30,7 +31,7 @@
 //! positions); `emulate` runs the products and quad reductions through shared memory (see
 //! [`super::mma_frags`]) so that the whole kernel runs on lavapipe in CI.
 
-use super::attention_kernels::{key_range, query_tile, visible_end};
+use super::attention_kernels::{LOG2_E, exp2, key_range, query_tile, visible_end};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, quad_max, quad_sum, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
 use cubecl::prelude::*;
@@ -90,10 +91,10 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize, mtiles: usize) -> usi
 /// operation drop by about 40% (Q's fragments are then re-read from shared memory per key tile),
 /// for twice the accumulator registers.
 ///
-/// `scale` must be positive (row maxima are taken before scaling). `exp` and `ln` compile to the
-/// hardware's approximate instructions on CUDA (`__expf`: a few ulp, far below the input dtype's
-/// precision; FlashAttention does the same with `exp2f`): masked scores are `f32::MIN`, never
-/// `-inf`, and `exp` of `f32::MIN·scale − off` (or of its overflow to `-inf`) is 0.
+/// `scale` must be positive (row maxima are taken before scaling). `2^x` and `ln` compile to the
+/// hardware's approximate instructions on CUDA (`ex2.approx`, `lg2.approx`: a few ulp, far below the
+/// input dtype's precision; FlashAttention's `exp2f` is the same): masked scores are `f32::MIN`,
+/// never `-inf`, and `2^x` of `f32::MIN·scale₂ − off` (or of its overflow to `-inf`) is 0.
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
@@ -164,8 +165,10 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         }
     }
 
+    // Scores in base 2: P = 2^(s·scale₂ − m) with m the row's scaled maximum times log2 e.
+    let scale2 = scale * LOG2_E;
     // This unit's rows (i = 2·mt + r: row0 + 16mt + 8r, row g + 8r of M tile mt) and their
-    // state: reference maximum m and this unit's share of the row sum l. (Row indices and visible
+    // state: reference maximum m (base 2) and this unit's share of the row sum l. (Row indices and visible
     // key ends are recomputed where needed rather than held: registers are scarce with two M tiles.)
     let g = lane / 4;
     let t = lane % 4;
@@ -284,15 +287,15 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
                 }
             }
         }
-        // The exponents' offsets: the scaled row maxima, or 0 while a row has seen no key (its
-        // hidden scores, lowest·scale, then give exp(…) = 0 without a test per score).
+        // The exponents' offsets: the scaled row maxima (base 2), or 0 while a row has seen no key
+        // (its hidden scores, lowest·scale₂, then give 2^(…) = 0 without a test per score).
         let mut off = Array::<f32>::new(nr);
         #[unroll]
         for i in 0..nr {
             let tile_max = quad_max(mx[i], &mut xs, emulate);
-            let m_new = m[i].max(select(tile_max > lowest, tile_max * scale, lowest));
+            let m_new = m[i].max(select(tile_max > lowest, tile_max * scale2, lowest));
             // 1 when m stays; 0 when the row saw no key before (l and O are 0 then).
-            let corr = (m[i] - m_new).exp();
+            let corr = exp2(m[i] - m_new);
             m[i] = m_new;
             off[i] = select(m_new > lowest, m_new, f32::new(0.0));
             l[i] *= corr;
@@ -315,14 +318,14 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
             for mt in 0..mtiles {
                 #[unroll]
                 for i in 0..4usize {
-                    // Register i: row half i % 2, key block 2kk + i / 2. P = exp(s·scale − off):
+                    // Register i: row half i % 2, key block 2kk + i / 2. P = 2^(s·scale₂ − off):
                     // one fused multiply-add per score before the exponential.
                     let x = s[mt * sl + 2 * (2 * kk + i / 2) + i % 2];
                     let ri = mt * 2 + i % 2;
                     let mut p = Vector::<f32, Const<2>>::empty();
                     #[unroll]
                     for e in 0..2usize {
-                        p[e] = (x[e] * scale - off[ri]).exp();
+                        p[e] = exp2(x[e] * scale2 - off[ri]);
                     }
                     l[ri] += p[0] + p[1];
                     pa[mt * 4 + i] = Vector::<F, Const<2>>::cast_from(p);
@@ -351,7 +354,7 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
             }
             if t == 0 {
                 if lr > f32::new(0.0) {
-                    lse[rr] = m[i] + lr.ln();
+                    lse[rr] = m[i] * core::f32::consts::LN_2 + lr.ln();
                 } else {
                     // No visible key (a padding query): output 0, and an lse that zeroes every P in backward.
                     lse[rr] = f32::max_value();

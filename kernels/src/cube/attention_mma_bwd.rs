@@ -1,7 +1,7 @@
 //! Flash-attention backward with register-resident tiles (FlashAttention-2 Algorithm 2, Dao 2023,
 //! arXiv 2307.08691) on `mma.sync.m16n8k16` ([`super::mma_frags`]), from the forward's
 //! log-sum-exp and `D = rowsum(dO∘O)` ([`super::attention_kernels::flash_delta_kernel`]):
-//! `P = exp(scale·S − lse)`, `dP = dO Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS K`,
+//! `P = exp(scale·S − lse)` (as `2^(scale·log2 e·S − lse·log2 e)`, [`super::attention_kernels::exp2`]), `dP = dO Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS K`,
 //! `dK = scale·dSᵀ Q`, `dV = Pᵀ dO`.
 //!
 //! Two kernels, as the tensor-core ones of [`super::attention_cmma_bwd`]:
@@ -26,7 +26,7 @@
 //! queries carry `lse = f32::MAX`, which zeroes their `P`. `ldmatrix` and `emulate` as in
 //! [`super::attention_mma`].
 
-use super::attention_kernels::{key_range, query_tile, visible_end};
+use super::attention_kernels::{LOG2_E, exp2, key_range, lse_base2, query_tile, visible_end};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
@@ -164,9 +164,12 @@ fn pv<F: Float, N: Size>(
     }
 }
 
-/// The dK/dV kernel's step inputs into buffer `buf`: query head `h`'s rows `qt..qt + BLOCK_Q` of Q
-/// and dO through `C`, and their lse and D (plain stores by the first `BLOCK_Q` units; rows past
-/// Tq get lse = f32::MAX, so their P is 0). The caller commits and synchronises.
+/// The dK/dV kernel's step inputs into buffer `buf`: rows `qt..qt + BLOCK_Q` of one query head's
+/// Q and dO (their rows at elements `qb` and `ob`, `q_rs` and `o_rs` apart) through `C`, and their
+/// lse (in base 2, [`lse_base2`]) and D (the head's rows from `rb` on; plain stores by the first
+/// `BLOCK_Q` units; rows past Tq get lse = f32::MAX, so their P is 0). The caller commits and
+/// synchronises. Addresses come precomputed: shapes and strides read here would be global loads
+/// on every step (the compiler cannot hoist them past the loop's stores).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
@@ -174,9 +177,13 @@ fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
     dout: &Tensor<Vector<F, N>>,
     lse: &Tensor<f32>,
     delta: &Tensor<f32>,
-    b: usize,
-    h: usize,
+    qb: usize,
+    q_rs: usize,
+    ob: usize,
+    o_rs: usize,
+    rb: usize,
     qt: usize,
+    tq: usize,
     qs: &mut SharedMemory<Vector<F, N>>,
     dos: &mut SharedMemory<Vector<F, N>>,
     lse_s: &mut SharedMemory<f32>,
@@ -187,11 +194,8 @@ fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
     #[comptime] vs: usize,
     #[comptime] units: usize,
 ) {
-    let (nh, tq) = (q.shape(1), q.shape(2));
     let off = buf * comptime!(BLOCK_Q * ld / vs);
-    let qb = b * q.stride(0) + h * q.stride(1);
-    let ob = b * dout.stride(0) + h * dout.stride(1);
-    copy_row_pair::<F, N, C>(q, qb, q.stride(2), dout, ob, dout.stride(2), qt, tq, qs, dos, off, BLOCK_Q, ld, head_dim, vs, units);
+    copy_row_pair::<F, N, C>(q, qb, q_rs, dout, ob, o_rs, qt, tq, qs, dos, off, BLOCK_Q, ld, head_dim, vs, units);
     // units ≥ 32 = BLOCK_Q.
     let tid = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
     if tid < BLOCK_Q {
@@ -199,11 +203,10 @@ fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
         let mut l = f32::max_value();
         let mut dd = f32::new(0.0);
         if qi < tq {
-            let rb = (b * nh + h) * tq;
             l = lse[rb + qi];
             dd = delta[rb + qi];
         }
-        lse_s[buf * BLOCK_Q + tid] = l;
+        lse_s[buf * BLOCK_Q + tid] = lse_base2(l);
         delta_s[buf * BLOCK_Q + tid] = dd;
     }
 }
@@ -355,6 +358,8 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let t = lane % 4;
     let row0 = first_row + plane * ROWS_PER_PLANE + g;
     let mut hi = Array::<usize>::new(2usize);
+    // P = 2^(s·scale₂ − lse₂): lse in base 2.
+    let scale2 = scale * LOG2_E;
     let mut lse_r = Array::<f32>::new(2usize);
     let mut delta_r = Array::<f32>::new(2usize);
     #[unroll]
@@ -364,7 +369,7 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         lse_r[r] = f32::max_value();
         delta_r[r] = f32::new(0.0);
         if row < tq {
-            lse_r[r] = lse[(b * nh + h) * tq + row];
+            lse_r[r] = lse_base2(lse[(b * nh + h) * tq + row]);
             delta_r[r] = delta[(b * nh + h) * tq + row];
         }
     }
@@ -411,7 +416,7 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
                 let mut ds = Vector::<f32, Const<2>>::empty();
                 #[unroll]
                 for e in 0..2usize {
-                    let p = (x[e] * scale - lse_r[r]).exp();
+                    let p = exp2(x[e] * scale2 - lse_r[r]);
                     ds[e] = p * (y[e] - delta_r[r]);
                 }
                 s[2 * j + r] = ds;
@@ -500,6 +505,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let q_tile = comptime!(BLOCK_Q * ld_tile(head_dim) / vs);
     let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(2 * q_tile));
     let mut dos = SharedMemory::<Vector<F, N>>::new(comptime!(2 * q_tile));
+    // lse (base 2: P = 2^(s·scale₂ − lse₂)) and D.
+    let scale2 = scale * LOG2_E;
     let mut lse_s = SharedMemory::<f32>::new(comptime!(2 * BLOCK_Q));
     let mut delta_s = SharedMemory::<f32>::new(comptime!(2 * BLOCK_Q));
     let mut xs = SharedMemory::<f32>::new(comptime!(scratch_len(planes, emulate)));
@@ -533,12 +540,17 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         q_start = ((first_key - q_offset) / BLOCK_Q) * BLOCK_Q;
     }
 
+    // Q/dO rows and lse/D entries of batch row b: bases and strides read once (see `stage_q_tile`).
+    let (q_b, q_hs, q_rs) = (b * q.stride(0), q.stride(1), q.stride(2));
+    let (o_b, o_hs, o_rs) = (b * dout.stride(0), dout.stride(1), dout.stride(2));
+    let r_b = b * nh * tq;
     // One loop over the (query head of the group, query tile) steps, so that each step's Q/dO
     // tiles are copied during the one before.
     let q_tiles = (tq - q_start.min(tq)).div_ceil(BLOCK_Q);
     let steps = groups * q_tiles;
     if steps > 0 {
-        stage_q_tile::<F, N, C>(q, dout, lse, delta, b, kvh * groups, q_start, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 0usize, ld, head_dim, vs, units);
+        let h0 = kvh * groups;
+        stage_q_tile::<F, N, C>(q, dout, lse, delta, q_b + h0 * q_hs, q_rs, o_b + h0 * o_hs, o_rs, r_b + h0 * tq, q_start, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 0usize, ld, head_dim, vs, units);
         C::commit(&fence0);
     }
     let mut step = 0;
@@ -558,7 +570,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         sync_cube();
         let next = step + 1;
         if next < steps {
-            stage_q_tile::<F, N, C>(q, dout, lse, delta, b, next_h, next_qt, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 1 - buf, ld, head_dim, vs, units);
+            stage_q_tile::<F, N, C>(q, dout, lse, delta, q_b + next_h * q_hs, q_rs, o_b + next_h * o_hs, o_rs, r_b + next_h * tq, next_qt, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 1 - buf, ld, head_dim, vs, units);
             commit_to::<C>(1 - buf, &fence0, &fence1);
         }
         wait_for::<C>(buf, &fence0, &fence1);
@@ -585,7 +597,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
                     #[unroll]
                     for e in 0..2usize {
                         let col = 8 * j + 2 * t + e;
-                        let pe = (x[e] * scale - lse_s[so + col]).exp();
+                        let pe = exp2(x[e] * scale2 - lse_s[so + col]);
                         p[e] = pe;
                         ds[e] = pe * (y[e] - delta_s[so + col]);
                     }
