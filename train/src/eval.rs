@@ -98,7 +98,9 @@ pub fn avg_best(finals: &[Option<f64>], m_init: f64, direction: Direction) -> (f
     if ms.is_empty() {
         return (m_init, m_init);
     }
-    let avg = ms.iter().sum::<f64>() / ms.len() as f64;
+    // The mean as m_init plus the mean offset from it: exactly m_init (relative gain exactly 0)
+    // when every episode ends at the starter's score, where Σm / K can miss it by an ulp.
+    let avg = m_init + ms.iter().map(|m| m - m_init).sum::<f64>() / ms.len() as f64;
     let best = ms.iter().copied().fold(f64::NAN, |b, m| if b.is_nan() || direction.sign() * (m - b) > 0.0 { m } else { b });
     (avg, best)
 }
@@ -211,5 +213,8 @@ mod tests {
         assert!((a - 0.7).abs() < 1e-12 && b == 0.5);
         assert_eq!(avg_best(&[], 0.3, Direction::Maximize), (0.3, 0.3));
         assert_eq!(avg_best(&[Some(f64::NAN)], 0.3, Direction::Maximize), (0.3, 0.3));
+        // Three episodes at the starter's 0.1: Σm / 3 is 0.10000000000000002, a gain of 2e-16.
+        assert_ne!((0.1f64 + 0.1 + 0.1) / 3.0, 0.1);
+        assert_eq!(avg_best(&[Some(0.1), None, Some(0.1)], 0.1, Direction::Minimize), (0.1, 0.1));
     }
 }
