@@ -421,6 +421,8 @@ struct HotLoop {
     key: usize,
     /// Local-memory loads and stores (`LDL`, `STL`: spills) in the loop.
     local: usize,
+    /// `MUFU.LG2`s in the loop (a `2^x` written `powf(2, x)` that NVRTC did not fold has one).
+    log2: usize,
 }
 
 fn hot_loop(sass: &str, key: &str) -> Option<HotLoop> {
@@ -448,7 +450,7 @@ fn hot_loop(sass: &str, key: &str) -> Option<HotLoop> {
             (start <= end).then(|| {
                 let body = &code[start..=end];
                 let count = |p: &[&str]| body.iter().filter(|(op, _)| p.iter().any(|p| op.starts_with(p))).count();
-                HotLoop { instructions: body.len(), key: count(&[key]), local: count(&["LDL", "STL"]) }
+                HotLoop { instructions: body.len(), key: count(&[key]), local: count(&["LDL", "STL"]), log2: count(&["MUFU.LG2"]) }
             })
         })
         .max_by_key(|l| l.key)
@@ -457,8 +459,8 @@ fn hot_loop(sass: &str, key: &str) -> Option<HotLoop> {
 #[test]
 fn hot_loop_finds_the_loop_with_the_most_hmma() {
     let sass = "        /*0000*/                   STL [R1], R7 ;\n.L_x_1:\n        /*0010*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0020*/               @P0 BRA `(.L_x_1) ;\n.L_x_2:\n        /*0030*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0040*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n        /*0050*/                   LDL.LU R2, [R1] ;\n        /*0060*/              @!P1 BRA `(.L_x_2) ;\n        /*0070*/                   EXIT ;\n        /*0080*/                   BRA `(.L_x_3);\n.L_x_3:\n";
-    assert_eq!(hot_loop(sass, "HMMA"), Some(HotLoop { instructions: 4, key: 2, local: 1 }));
-    assert_eq!(hot_loop(sass, "LDL"), Some(HotLoop { instructions: 4, key: 1, local: 1 }));
+    assert_eq!(hot_loop(sass, "HMMA"), Some(HotLoop { instructions: 4, key: 2, local: 1, log2: 0 }));
+    assert_eq!(hot_loop(sass, "LDL"), Some(HotLoop { instructions: 4, key: 1, local: 1, log2: 0 }));
     assert_eq!(hot_loop("        /*0000*/                   EXIT ;\n", "HMMA"), None);
 }
 
@@ -529,6 +531,11 @@ fn tensor_core_kernels_compile_with_nvrtc() {
                     let loop_local = if k.name.contains(" m32") || k.name.ends_with(" p8") { 8 } else { 0 };
                     if let Some(h) = hot.as_ref().filter(|h| h.local > loop_local) {
                         failures.push(format!("{} ({arch}): {} local-memory accesses in the hottest loop (at most {loop_local})", k.name, h.local));
+                    }
+                    // P = 2^x: `__powf(2, x)` must fold to `ex2.approx` alone (an unfolded one
+                    // adds a `MUFU.LG2` and a multiply per score).
+                    if let Some(h) = hot.as_ref().filter(|h| h.log2 > 0) {
+                        failures.push(format!("{} ({arch}): {} MUFU.LG2 in the hottest loop: powf(2, x) not folded to ex2", k.name, h.log2));
                     }
                     match hot {
                         // Today (NVRTC 13.5): forward 5.2–6.7, dQ 4.2–4.6 and dK/dV 4.8–5.2
