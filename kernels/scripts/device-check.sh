@@ -45,8 +45,12 @@ run fwdbwd_fused_p4 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=4 $M $B 
 run fwdbwd_split_p8 30 env MLAGENT_MMA_BWD_PLANES=8 $M $B $S --bwd
 run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal --bwd --no-baseline
 run fwdbwd_split_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
-run fwd_new 30 $M $B $S
-run fwd_old 30 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $O $B $S
+# The forward against the previous binary (P as 2^x, one multiply per score fewer), interleaved
+# twice: the expected few percent is within one run's spread on these cards.
+for i in 1 2; do
+  run fwd_new_$i 30 $M $B $S
+  run fwd_old_$i 30 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $O $B $S
+done
 run fwdbwd_old 30 env MLAGENT_ATTENTION=mma $O $B $S --bwd
 run fwd_8192 30 $M $B --seq-len 8192 --causal --no-baseline
 run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
