@@ -15,9 +15,11 @@
 //!    serving every M tile of the plane;
 //! 3. the online softmax on those registers (hidden keys masked only in tiles some row of the cube
 //!    cannot fully see): each unit's row maximum over its 16 scores, then over its quad (the 4
-//!    units sharing the row) by shuffles; the output accumulators scaled by `exp(m_old − m_new)`
-//!    where a row's maximum moved; `P = exp(s·scale − m_new)`, computed as FlashAttention-2 does,
-//!    `2^(s·scale·log2 e − m₂)` with the maximum kept in base 2 ([`exp2`]);
+//!    units sharing the row) by shuffles; lazy rescaling (FlashAttention-4, as
+//!    [`super::attention_cmma`]): a row's reference maximum `m` moves only when a tile's exceeds
+//!    it by more than [`RESCALE_THRESHOLD`], and only then are `l` and the output accumulators
+//!    scaled by `exp(m_old − m_new)`; `P = exp(s·scale − m) ≤ e^8`, computed as FlashAttention-2
+//!    does, `2^(s·scale·log2 e − m₂)` with the maximum kept in base 2 ([`exp2`]);
 //! 4. `O += P V` `[16, D]` per M tile, with `P`'s accumulator pairs used directly as the A
 //!    fragments, each V fragment serving every M tile.
 //!
@@ -31,6 +33,7 @@
 //! positions); `emulate` runs the products and quad reductions through shared memory (see
 //! [`super::mma_frags`]) so that the whole kernel runs on lavapipe in CI.
 
+use super::attention_cmma::RESCALE_THRESHOLD;
 use super::attention_kernels::{LOG2_E, exp2, key_range, query_tile, visible_end};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, quad_max, quad_sum, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
@@ -45,6 +48,9 @@ pub const BLOCK_K: usize = 64;
 /// Largest head dim: Q's fragments (`D/2` registers) and O's accumulators (`D/2`) live in
 /// registers beside S's 32; past 128 they would spill.
 pub const MAX_HEAD_DIM: usize = 128;
+
+/// [`RESCALE_THRESHOLD`] in base 2 (the unit of the kernel's row maxima).
+const RESCALE_THRESHOLD_LOG2: f32 = RESCALE_THRESHOLD * LOG2_E;
 
 /// Row stride (elements) of the shared Q/K/V tiles: 8 elements (16 bytes) of padding shift each row
 /// by four banks, so the 8 rows an `ldmatrix` (or a quad's element reads) touches hit distinct banks,
@@ -293,20 +299,22 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         #[unroll]
         for i in 0..nr {
             let tile_max = quad_max(mx[i], &mut xs, emulate);
-            let m_new = m[i].max(select(tile_max > lowest, tile_max * scale2, lowest));
-            // 1 when m stays; 0 when the row saw no key before (l and O are 0 then).
-            let corr = exp2(m[i] - m_new);
-            m[i] = m_new;
-            off[i] = select(m_new > lowest, m_new, f32::new(0.0));
-            l[i] *= corr;
-            // Once the maxima settle, most tiles keep them: skip the D/4 multiplies then.
-            if corr < f32::new(1.0) {
+            let m_tile = select(tile_max > lowest, tile_max * scale2, lowest);
+            // Lazy rescaling: the reference maximum moves only when the tile's exceeds it by more
+            // than the threshold (always on a row's first visible tile: m is `lowest` until then,
+            // and corr = 0 meets l = 0 and O = 0). Most tiles skip the correction's exponential
+            // and the D/4 multiplies.
+            if m_tile > m[i] + RESCALE_THRESHOLD_LOG2 {
+                let corr = exp2(m[i] - m_tile);
+                m[i] = m_tile;
+                l[i] *= corr;
                 #[unroll]
                 for n in 0..nd {
                     let at = comptime!((i / 2) * ol + 2 * n + i % 2);
                     o[at] = o[at] * Vector::new(corr);
                 }
             }
+            off[i] = select(m[i] > lowest, m[i], f32::new(0.0));
         }
 
         // 4. O += P V, 16 keys at a time: key blocks 2kk and 2kk + 1 form P's A fragment; each V
