@@ -174,8 +174,9 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     // Scores in base 2: P = 2^(s·scale₂ − m) with m the row's scaled maximum times log2 e.
     let scale2 = scale * LOG2_E;
     // This unit's rows (i = 2·mt + r: row0 + 16mt + 8r, row g + 8r of M tile mt) and their
-    // state: reference maximum m (base 2) and this unit's share of the row sum l. (Row indices and visible
-    // key ends are recomputed where needed rather than held: registers are scarce with two M tiles.)
+    // state: reference maximum m (base 2) and this unit's share of the row sum l. (Row indices and
+    // visible key ends are recomputed where needed rather than held: registers are scarce with two
+    // M tiles.)
     let g = lane / 4;
     let t = lane % 4;
     let row0 = first_row + plane * plane_rows + g;

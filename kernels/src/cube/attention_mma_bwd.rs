@@ -1,7 +1,8 @@
 //! Flash-attention backward with register-resident tiles (FlashAttention-2 Algorithm 2, Dao 2023,
 //! arXiv 2307.08691) on `mma.sync.m16n8k16` ([`super::mma_frags`]), from the forward's
 //! log-sum-exp and `D = rowsum(dO∘O)` ([`super::attention_kernels::flash_delta_kernel`]):
-//! `P = exp(scale·S − lse)` (as `2^(scale·log2 e·S − lse·log2 e)`, [`super::attention_kernels::exp2`]), `dP = dO Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS K`,
+//! `P = exp(scale·S − lse)` (computed as `2^(scale·log2 e·S − lse·log2 e)`,
+//! [`super::attention_kernels::exp2`]), `dP = dO Vᵀ`, `dS = P∘(dP − D)`, `dQ = scale·dS K`,
 //! `dK = scale·dSᵀ Q`, `dV = Pᵀ dO`.
 //!
 //! Two kernels, as the tensor-core ones of [`super::attention_cmma_bwd`]:
