@@ -549,8 +549,9 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     // tiles are copied during the one before.
     let q_tiles = (tq - q_start.min(tq)).div_ceil(BLOCK_Q);
     let steps = groups * q_tiles;
+    // The group's first query head.
+    let h0 = kvh * groups;
     if steps > 0 {
-        let h0 = kvh * groups;
         stage_q_tile::<F, N, C>(q, dout, lse, delta, q_b + h0 * q_hs, q_rs, o_b + h0 * o_hs, o_rs, r_b + h0 * tq, q_start, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 0usize, ld, head_dim, vs, units);
         C::commit(&fence0);
     }
@@ -558,8 +559,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let mut buf = 0usize;
     // The step's head and query tile, and the next step's (stepped, not divided out).
     let mut qt = q_start;
-    let mut cur_h = kvh * groups;
-    let mut next_h = kvh * groups;
+    let mut cur_h = h0;
+    let mut next_h = h0;
     let mut next_qt = q_start;
     while step < steps {
         next_qt += BLOCK_Q;
@@ -652,7 +653,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
             // Every plane's dS is stored (and the next step's stores come after the loop's
             // barrier).
             sync_cube();
-            add_dq::<F, N>(&dss, &ks, dq_acc, (b * nh + cur_h) * tq, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
+            add_dq::<F, N>(&dss, &ks, dq_acc, r_b + cur_h * tq, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
         }
         step = next;
         buf = 1 - buf;

@@ -780,9 +780,6 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         if b * h * tq * tk == 0 {
             return (empty(&q, Shape::new([b, h, tq, d]), q.dtype), dk, dv);
         }
-        // The fused kernel's dQ comes from its f32 sums (below): no buffer is held for it meanwhile.
-        let dq_shape = if matches!(plan, Backward::Mma(.., true)) { [1, 1, 1, 1] } else { [b, h, tq, d] };
-        let dq = empty(&q, Shape::new(dq_shape), q.dtype);
         let (out, dout, lse) = (into_contiguous(out), into_contiguous(dout), into_contiguous(lse));
         let address_type = addr(&[&q, &k, &v, &out, &dout, &dk]);
         let rows = b * h * tq;
@@ -803,6 +800,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let dtypes = [q.dtype.into(), pad.dtype.into()];
         LAST_BACKWARD_FUSED.store(matches!(plan, Backward::Mma(.., true)), std::sync::atomic::Ordering::Relaxed);
         if let Backward::Mma(planes, ldmatrix, emulate, fused) = plan {
+            // The split kernels write dQ; the fused one adds into f32 sums (below), so no dQ-sized
+            // buffer is held for it meanwhile.
+            let dq = (!fused).then(|| empty(&q, Shape::new([b, h, tq, d]), q.dtype));
             let ([q, k, v, dout], vs) = vector_tiles([q, k, v, dout], d);
             let rows = planes * attention_mma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32);
@@ -820,7 +820,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             };
             macro_rules! launch {
                 ($copy:ty) => {
-                    if !fused { unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
+                    if let Some(dq) = &dq { unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
                         CubeCount::Static(tq.div_ceil(rows) as u32, h as u32, b as u32),
                         cube_dim,
@@ -876,14 +876,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             } else {
                 launch!(tile_copy::SyncCopy);
             }
-            let dq = if fused {
+            let dq = dq.unwrap_or_else(|| {
                 let scaled = burn_cubecl::ops::numeric::mul_scalar(dq_acc, cubecl::prelude::InputScalar::new(p.scale, DType::F32));
                 burn_cubecl::kernel::cast(scaled, q.dtype)
-            } else {
-                dq
-            };
+            });
             return (dq, dk, dv);
         }
+        let dq = empty(&q, Shape::new([b, h, tq, d]), q.dtype);
         if let Backward::Cmma(planes, tile, emulate) = plan {
             let rows = planes * attention_cmma::ROWS_PER_PLANE;
             let cube_dim = CubeDim::new_2d(attention_cmma::PLANE as u32, planes as u32);
