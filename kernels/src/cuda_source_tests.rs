@@ -88,6 +88,8 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
     let client = WgpuRuntime::client(dev);
     let d = HEAD_DIM;
     let dtypes: [StorageType; 2] = [ElemType::Float(FloatKind::BF16).into(), ElemType::Int(IntKind::I32).into()];
+    // The dK/dV kernels write f32 shares (grouped-query attention, as in the benchmarks).
+    let dkv_dtypes: [StorageType; 3] = [dtypes[0], dtypes[1], ElemType::Float(FloatKind::F32).into()];
     // Tensors: none in place. After them come the two scalars (scale, q_offset) as `()`.
     let t = || TensorCompilationArg { inplace: None };
     let mut out = Vec::new();
@@ -141,17 +143,17 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
         let k = FlashDqMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
         push(format!("mma dq causal{suffix}"), family, 3 * 4 * 8 * 2, k.define());
         // dK/dV per step: Sᵀ, dPᵀ (2 × 8 × 2 each), Pᵀ dO and dSᵀ Q (2 × 8 × 2 each).
-        let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, false, dtypes);
+        let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, false, dkv_dtypes);
         push(format!("mma dkv causal{suffix}"), family, 4 * 2 * 8 * 2, k.define());
     }
     // The fused backward (`MLAGENT_MMA_BWD=fused`): dK/dV's products, then each plane's quarter of
     // dS K ([16, 64] × [64, 64]: 4 steps × 4 pairs × 2).
-    let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, true, false, true, dtypes);
+    let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, true, false, true, dkv_dtypes);
     push("mma bwd causal fused".into(), Family::Mma, 4 * 2 * 8 * 2 + 4 * 4 * 2, k.define());
     // With 8 planes (`MLAGENT_MMA_BWD_PLANES=8`, 128 keys): each plane's eighth of dS K is
     // [16, 128] × [128, 32] (8 steps × 2 pairs × 2).
     let mma8 = KernelSettings::default().cube_dim(CubeDim::new_2d(crate::cube::mma_frags::PLANE as u32, 8)).address_type(AddressType::U32);
-    let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma8, client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, 8, true, false, true, dtypes);
+    let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma8, client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, 8, true, false, true, dkv_dtypes);
     push("mma bwd causal fused p8".into(), Family::Mma, 4 * 2 * 8 * 2 + 8 * 2 * 2, k.define());
     out.extend(logits_kernels(dev, sm));
     if let Some(dir) = std::env::var_os("MLAGENT_DUMP_CUDA") {

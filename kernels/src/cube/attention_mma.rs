@@ -34,7 +34,7 @@
 //! [`super::mma_frags`]) so that the whole kernel runs on lavapipe in CI.
 
 use super::attention_cmma::RESCALE_THRESHOLD;
-use super::attention_kernels::{LOG2_E, exp2, key_range, query_tile, visible_end};
+use super::attention_kernels::{LOG2_E, batch_head, exp2, key_range, query_tile, visible_end};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, quad_max, quad_sum, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
 use cubecl::prelude::*;
@@ -83,7 +83,8 @@ pub fn loop_iterations(tk: usize, d: usize, planes: usize, mtiles: usize) -> usi
     tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K)) + stage(planes * mtiles * ROWS_PER_PLANE) + 1
 }
 
-/// Forward: cube (query tile of `16·mtiles·planes` rows, head, batch); out `[B, H, Tq, D]` and
+/// Forward: cube (batch·head, query tile of `16·mtiles·planes` rows, 1) (see
+/// [`super::attention_kernels::batch_head`]); out `[B, H, Tq, D]` and
 /// lse `[B, H, Tq]` contiguous. `head_dim` must be a multiple of 16, at most [`MAX_HEAD_DIM`]; Q, K
 /// and V come as vectors of `N` elements (a divisor of 8): their last dimension contiguous, every
 /// stride a multiple of `N`.
@@ -125,11 +126,10 @@ pub fn flash_fwd_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let units = comptime!(PLANE * planes);
     let plane_rows = comptime!(ROWS_PER_PLANE * mtiles);
     let block_q = comptime!(plane_rows * planes);
+    let (nh, tq) = (q.shape(1), q.shape(2));
+    let (b, h) = batch_head(nh);
     // Causal: the longest query tiles first.
     let first_row = query_tile(causal) * block_q;
-    let h = CUBE_POS_Y as usize;
-    let b = CUBE_POS_Z as usize;
-    let (nh, tq) = (q.shape(1), q.shape(2));
     let (nkv, tk) = (k.shape(1), k.shape(2));
     let kvh = h / (nh / nkv);
     let pad_b = u32::cast_from(pad[b * pad.stride(0)]) as usize;

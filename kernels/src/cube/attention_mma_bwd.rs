@@ -9,8 +9,9 @@
 //! - [`flash_dq_mma_kernel`]: cube = `16·planes` query rows of one head; per 64-key tile each plane
 //!   computes `S` and `dP` `[16, 64]` in accumulators, turns them into `dS` in registers, and adds
 //!   `dS K` to its dQ accumulators (the `dS` accumulator pairs are the A fragments).
-//! - [`flash_dkv_mma_kernel`]: cube = `16·planes` key rows of one KV head; loops over 32-query tiles
-//!   of every query head of the group (dK and dV summed over the group in the kernel); each plane
+//! - [`flash_dkv_mma_kernel`]: cube = `16·planes` key rows and one query head; loops over the head's
+//!   32-query tiles (with grouped-query attention each head's share of dK and dV, added up per KV
+//!   head by [`super::attention_kernels::group_sum_kernel`]); each plane
 //!   computes `Sᵀ = K Qᵀ` and `dPᵀ = V dOᵀ` `[16, 32]`, then `Pᵀ` and `dSᵀ` in registers, and adds
 //!   `Pᵀ dO` and `dSᵀ Q` to its dV and dK accumulators.
 //! - Fused (`fused = true`, FlashAttention-2's single backward kernel): the dK/dV kernel also
@@ -27,7 +28,7 @@
 //! queries carry `lse = f32::MAX`, which zeroes their `P`. `ldmatrix` and `emulate` as in
 //! [`super::attention_mma`].
 
-use super::attention_kernels::{LOG2_E, exp2, key_range, lse_base2, query_tile, visible_end};
+use super::attention_kernels::{LOG2_E, batch_head, exp2, key_range, key_tile, lse_base2, query_tile, visible_end};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
 use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
@@ -93,12 +94,12 @@ pub fn emulation_planes(d: usize, elem: usize, max_shared: usize, fused: bool) -
 
 /// Loop passes one unit makes at most, the larger of the two kernels (for the software adapter's
 /// loop limit; every other loop is unrolled): tile loops and staging.
-pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize, groups: usize) -> usize {
+pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize) -> usize {
     let units = planes * PLANE;
     let stage = |rows: usize| (rows * d).div_ceil(units) + 1;
     let edges = 2 * stage(planes * ROWS_PER_PLANE) + 1;
     let dq = tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K)) + edges;
-    let dkv = groups * (1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q))) + edges;
+    let dkv = 1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q)) + edges;
     dq.max(dkv)
 }
 
@@ -301,7 +302,7 @@ fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
     a
 }
 
-/// dQ: cube (`16·planes` query rows, head, batch); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
+/// dQ: cube (batch·head, `16·planes` query rows, 1) (see [`super::attention_kernels::batch_head`]); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
 /// contiguous; Q, K, V, dO as vectors of `N` (see [`super::attention_mma::flash_fwd_mma_kernel`]).
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
@@ -327,11 +328,10 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let plane = UNIT_POS_Y as usize;
     let units = comptime!(PLANE * planes);
     let rows = comptime!(ROWS_PER_PLANE * planes);
+    let (nh, tq) = (q.shape(1), q.shape(2));
+    let (b, h) = batch_head(nh);
     // Causal: the longest query tiles first.
     let first_row = query_tile(causal) * rows;
-    let h = CUBE_POS_Y as usize;
-    let b = CUBE_POS_Z as usize;
-    let (nh, tq) = (q.shape(1), q.shape(2));
     let (nkv, tk) = (k.shape(1), k.shape(2));
     let kvh = h / (nh / nkv);
     let pad_b = u32::cast_from(pad[b * pad.stride(0)]) as usize;
@@ -459,12 +459,18 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     }
 }
 
-/// dK, dV: cube (`16·planes` key rows, KV head, batch), looping over the query tiles of the G query
-/// heads that share the KV head; dk, dv `[B, K, Tk, D]` contiguous. `fused`: also dQ / scale, added
-/// to the zeroed f32 `dq_acc` `[B, H, Tq, D]` (contiguous; not touched otherwise).
+/// dK, dV of one query head: cube (batch·head, `16·planes` key rows, 1) (see
+/// [`super::attention_kernels::batch_head`]), looping over the head's query tiles; dk, dv `[B, H,
+/// Tk, D]` contiguous, in `A`: with grouped-query attention (G query heads per KV head) each head's
+/// share, in f32, which [`super::attention_kernels::group_sum_kernel`] then adds up per KV head
+/// (FlashAttention-2's `dk_expanded`); without, dK and dV themselves in the input dtype. (One
+/// head per cube rather than the G of a group: at 4096 tokens, 4 KV heads and 64-key tiles, the
+/// G-head cubes made one partial wave of 256 on 132 SMs whose longest cube took twice the
+/// average.) `fused`: also dQ / scale, added to the zeroed f32 `dq_acc` `[B, H, Tq, D]`
+/// (contiguous; not touched otherwise).
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
-pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
+pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -472,8 +478,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     lse: &Tensor<f32>,
     delta: &Tensor<f32>,
     pad: &Tensor<I>,
-    dk: &mut Tensor<F>,
-    dv: &mut Tensor<F>,
+    dk: &mut Tensor<A>,
+    dv: &mut Tensor<A>,
     dq_acc: &mut Tensor<Atomic<f32>>,
     scale: f32,
     q_offset: usize,
@@ -483,18 +489,17 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     #[comptime] ldmatrix: bool,
     #[comptime] emulate: bool,
     #[comptime] fused: bool,
-    #[define(F, I)] _dtypes: [StorageType; 2],
+    #[define(F, I, A)] _dtypes: [StorageType; 3],
 ) {
     let lane = UNIT_POS_X as usize;
     let plane = UNIT_POS_Y as usize;
     let units = comptime!(PLANE * planes);
     let rows = comptime!(ROWS_PER_PLANE * planes);
-    let first_key = CUBE_POS_X as usize * rows;
-    let kvh = CUBE_POS_Y as usize;
-    let b = CUBE_POS_Z as usize;
     let (nh, tq) = (q.shape(1), q.shape(2));
     let (nkv, tk) = (k.shape(1), k.shape(2));
-    let groups = nh / nkv;
+    let (b, h) = batch_head(nh);
+    let kvh = h / (nh / nkv);
+    let first_key = key_tile() * rows;
     let pad_b = u32::cast_from(pad[b * pad.stride(0)]) as usize;
     let ld = comptime!(ld_tile(head_dim));
     let vs = q.vector_size();
@@ -545,34 +550,21 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let (q_b, q_hs, q_rs) = (b * q.stride(0), q.stride(1), q.stride(2));
     let (o_b, o_hs, o_rs) = (b * dout.stride(0), dout.stride(1), dout.stride(2));
     let r_b = b * nh * tq;
-    // One loop over the (query head of the group, query tile) steps, so that each step's Q/dO
-    // tiles are copied during the one before.
-    let q_tiles = (tq - q_start.min(tq)).div_ceil(BLOCK_Q);
-    let steps = groups * q_tiles;
-    // The group's first query head.
-    let h0 = kvh * groups;
-    if steps > 0 {
-        stage_q_tile::<F, N, C>(q, dout, lse, delta, q_b + h0 * q_hs, q_rs, o_b + h0 * o_hs, o_rs, r_b + h0 * tq, q_start, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 0usize, ld, head_dim, vs, units);
+    // The head's Q/dO rows and lse/D entries.
+    let (qh, oh, rh) = (q_b + h * q_hs, o_b + h * o_hs, r_b + h * tq);
+    // Each query tile's Q/dO tiles are copied during the step before.
+    if q_start < tq {
+        stage_q_tile::<F, N, C>(q, dout, lse, delta, qh, q_rs, oh, o_rs, rh, q_start, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 0usize, ld, head_dim, vs, units);
         C::commit(&fence0);
     }
-    let mut step = 0;
     let mut buf = 0usize;
-    // The step's head and query tile, and the next step's (stepped, not divided out).
     let mut qt = q_start;
-    let mut cur_h = h0;
-    let mut next_h = h0;
-    let mut next_qt = q_start;
-    while step < steps {
-        next_qt += BLOCK_Q;
-        if next_qt >= tq {
-            next_qt = q_start;
-            next_h += 1;
-        }
+    while qt < tq {
         // Every plane is done with the other buffer; the next step's tiles go there.
         sync_cube();
-        let next = step + 1;
-        if next < steps {
-            stage_q_tile::<F, N, C>(q, dout, lse, delta, q_b + next_h * q_hs, q_rs, o_b + next_h * o_hs, o_rs, r_b + next_h * tq, next_qt, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 1 - buf, ld, head_dim, vs, units);
+        let next_qt = qt + BLOCK_Q;
+        if next_qt < tq {
+            stage_q_tile::<F, N, C>(q, dout, lse, delta, qh, q_rs, oh, o_rs, rh, next_qt, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 1 - buf, ld, head_dim, vs, units);
             commit_to::<C>(1 - buf, &fence0, &fence1);
         }
         wait_for::<C>(buf, &fence0, &fence1);
@@ -653,27 +645,25 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
             // Every plane's dS is stored (and the next step's stores come after the loop's
             // barrier).
             sync_cube();
-            add_dq::<F, N>(&dss, &ks, dq_acc, r_b + cur_h * tq, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
+            add_dq::<F, N>(&dss, &ks, dq_acc, rh, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
         }
-        step = next;
         buf = 1 - buf;
         qt = next_qt;
-        cur_h = next_h;
     }
 
     #[unroll]
     for r in 0..2usize {
         let key = key0 + 8 * r;
         if key < tk {
-            let base = ((b * nkv + kvh) * tk + key) * head_dim + 2 * t;
+            let base = ((b * nh + h) * tk + key) * head_dim + 2 * t;
             #[unroll]
             for n in 0..nd {
                 let yk = acc_k[2 * n + r] * Vector::new(scale);
                 let yv = acc_v[2 * n + r];
-                dk[base + 8 * n] = F::cast_from(yk[0]);
-                dk[base + 8 * n + 1] = F::cast_from(yk[1]);
-                dv[base + 8 * n] = F::cast_from(yv[0]);
-                dv[base + 8 * n + 1] = F::cast_from(yv[1]);
+                dk[base + 8 * n] = A::cast_from(yk[0]);
+                dk[base + 8 * n + 1] = A::cast_from(yk[1]);
+                dv[base + 8 * n] = A::cast_from(yv[0]);
+                dv[base + 8 * n + 1] = A::cast_from(yv[1]);
             }
         }
     }

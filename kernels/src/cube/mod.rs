@@ -674,7 +674,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 ($copy:ty) => {
                     unsafe { attention_mma::flash_fwd_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
-                        CubeCount::Static(tq.div_ceil(planes * mtiles * attention_mma::ROWS_PER_PLANE) as u32, h as u32, b as u32),
+                        // (batch·head, query tile): see `attention_kernels::batch_head`.
+                        CubeCount::Static((b * h) as u32, tq.div_ceil(planes * mtiles * attention_mma::ROWS_PER_PLANE) as u32, 1),
                         CubeDim::new_2d(mma_frags::PLANE as u32, planes as u32),
                         address_type,
                         vs,
@@ -766,7 +767,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let plan = backward_plan(&q, d);
         let iterations = match plan {
             Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
-            Backward::Mma(planes, ..) => attention_mma_bwd::loop_iterations(tq, tk, d, planes, h / kh),
+            Backward::Mma(planes, ..) => attention_mma_bwd::loop_iterations(tq, tk, d, planes),
             // The tensor-core kernels run only on GPUs (no loop limit); the count is for the portable ones.
             _ => attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
                 .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh)),
@@ -818,11 +819,18 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             } else {
                 empty_f32(&q, Shape::new([1, 1, 1, 1]))
             };
+            // One query head per dK/dV cube: with grouped-query attention, each head's dK and dV
+            // shares in f32, added up per KV head below; without, dK and dV themselves.
+            let (dk_heads, dv_heads) = if h == kh {
+                (dk.clone(), dv.clone())
+            } else {
+                (empty_f32(&q, Shape::new([b, h, tk, d])), empty_f32(&q, Shape::new([b, h, tk, d])))
+            };
             macro_rules! launch {
                 ($copy:ty) => {
                     if let Some(dq) = &dq { unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
-                        CubeCount::Static(tq.div_ceil(rows) as u32, h as u32, b as u32),
+                        CubeCount::Static((b * h) as u32, tq.div_ceil(rows) as u32, 1),
                         cube_dim,
                         address_type,
                         vs,
@@ -845,7 +853,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                     ) } };
                     unsafe { attention_mma_bwd::flash_dkv_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
-                        CubeCount::Static(tk.div_ceil(rows) as u32, kh as u32, b as u32),
+                        CubeCount::Static((b * h) as u32, tk.div_ceil(rows) as u32, 1),
                         cube_dim,
                         address_type,
                         vs,
@@ -856,8 +864,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         lse.clone().into_tensor_arg(),
                         delta.clone().into_tensor_arg(),
                         pad.clone().into_tensor_arg(),
-                        dk.clone().into_tensor_arg(),
-                        dv.clone().into_tensor_arg(),
+                        dk_heads.clone().into_tensor_arg(),
+                        dv_heads.clone().into_tensor_arg(),
                         dq_acc.clone().into_tensor_arg(),
                         p.scale,
                         p.q_offset,
@@ -867,7 +875,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         ldmatrix,
                         emulate,
                         fused,
-                        dtypes,
+                        [dtypes[0], dtypes[1], dk_heads.dtype.into()],
                     ) };
                 };
             }
@@ -875,6 +883,22 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 launch!(tile_copy::AsyncCopy);
             } else {
                 launch!(tile_copy::SyncCopy);
+            }
+            if h != kh {
+                let n = b * kh * tk * d;
+                let cube_dim = CubeDim::new(&client, n);
+                attention_kernels::group_sum_kernel::launch::<R>(
+                    &client,
+                    calculate_cube_count_elemwise(&client, n, cube_dim),
+                    cube_dim,
+                    addr(&[&dk_heads, &dk]),
+                    dk_heads.into_tensor_arg(),
+                    dv_heads.into_tensor_arg(),
+                    dk.clone().into_tensor_arg(),
+                    dv.clone().into_tensor_arg(),
+                    h / kh,
+                    dk.dtype.into(),
+                );
             }
             let dq = dq.unwrap_or_else(|| {
                 let scaled = burn_cubecl::ops::numeric::mul_scalar(dq_acc, cubecl::prelude::InputScalar::new(p.scale, DType::F32));
