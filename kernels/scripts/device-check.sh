@@ -6,10 +6,10 @@
 # stripped and gzipped to carry/mlagent.gz (carry/ is git-ignored). Every output lands in one
 # archive, $OUT/device-check.tgz (the device tool brings back at most 8 files).
 #
-#   bash kernels/scripts/device-check.sh     # at most DEADLINE (default 360) s plus one command
+#   bash kernels/scripts/device-check.sh     # at most DEADLINE (default 240) s plus one command
 set -u
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-device-out}; mkdir -p "$OUT"; W=$(mktemp -d); DEADLINE=${DEADLINE:-360}
+OUT=${OUT:-device-out}; mkdir -p "$OUT"; W=$(mktemp -d); DEADLINE=${DEADLINE:-240}
 M=/tmp/mlagent; [ -x $M ] || { gzip -dc carry/mlagent.gz > $M && chmod +x $M; } || exit 1
 O=/tmp/mlagent-old; [ -e carry/mlagent-old.gz ] && { [ -x $O ] || { gzip -dc carry/mlagent-old.gz > $O && chmod +x $O; }; }
 NV=$(dirname "$(find /usr/local/cuda*/ -name 'libnvrtc.so*' 2>/dev/null | grep -v stubs | head -1)")
@@ -21,49 +21,51 @@ run() { local name=$1 to=$2; shift 2; local s=$(date +%s); NAMES+=("$name")
   for a in "$@"; do [ "$a" = "$O" ] && [ ! -x $O ] && { echo "$name skipped (no old binary)" | tee -a "$W/summary.txt"; return; }; done
   timeout "$to" "$@" > "$W/$name.out" 2> "$W/$name.err"; local rc=$?
   echo "$name rc=$rc $(( $(date +%s) - s ))s (at $(( $(date +%s) - T0 ))s)" | tee -a "$W/summary.txt"; }
+B="kernels bench --device cuda --dtype bf16 --op attention --format json"
+if [ "${SET:-full}" = sweep ]; then
+  # Timings only (the kernels as checked by a full run): the forward over sequence lengths, to
+  # separate each call's fixed cost (synchronised "ms") from the device's time ("queued ms").
+  for s in 256 1024 2048 4096 8192; do run fwd_$s 30 $M $B --seq-len $s --causal --no-baseline; done
+  run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
+  for s in 1024 4096 8192; do run fwdbwd_$s 30 $M $B --seq-len $s --causal --bwd --no-baseline; done
+  run fwdbwd_fused 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 4096 --causal --bwd --no-baseline
+  run ppo_bwd 60 $M kernels bench --device cuda --dtype bf16 --op ppo --bwd --no-baseline --format json
+else
 C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
 # Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
-# warp, cp.async tiles) in bf16; the fused backward (one kernel, dQ by atomic adds; opt-in until
-# timed; 8 planes unless MLAGENT_MMA_BWD_PLANES says otherwise) in bf16 with 8 and 4 planes; GQA 7 at
-# head dim 64, not causal, off the tile grid, split and fused.
+# warp, cp.async tiles, split backward with per-head dK/dV shares) in bf16; the fused backward
+# (opt-in); no GQA (dK/dV written directly); GQA 7 at head dim 64, not causal, off the tile grid.
 run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
 run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
-run check_fused_p4 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=4 $M $C --dtype bf16 --causal --key-growth 12
+run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
 G="kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json"
 run check_gqa7 30 $M $G
-run check_fused_gqa7 30 env MLAGENT_MMA_BWD=fused $M $G
-B="kernels bench --device cuda --dtype bf16 --op attention --format json"
 S="--seq-len 4096 --causal --no-baseline"
-# Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16). First the split backward (dQ kernel +
-# dK/dV kernel, 4 planes) against the fused one (8 planes), interleaved twice; then the other
-# plane counts, 8192 tokens, and the forward (against the previous binary where there is one).
-for i in 1 2; do
-  run fwdbwd_split_$i 30 $M $B $S --bwd
-  run fwdbwd_fused_$i 30 env MLAGENT_MMA_BWD=fused $M $B $S --bwd
-done
-run fwdbwd_fused_p4 30 env MLAGENT_MMA_BWD=fused MLAGENT_MMA_BWD_PLANES=4 $M $B $S --bwd
-run fwdbwd_split_p8 30 env MLAGENT_MMA_BWD_PLANES=8 $M $B $S --bwd
-run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal --bwd --no-baseline
-run fwdbwd_split_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
-# The forward against the previous binary (P as 2^x, one multiply per score fewer), interleaved
-# twice: the expected few percent is within one run's spread on these cards.
+# Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16), each against the previous binary
+# (carry/mlagent-old.gz), interleaved twice: the grid order and the dK/dV cubes of one head.
 for i in 1 2; do
   run fwd_new_$i 30 $M $B $S
-  run fwd_old_$i 30 env MLAGENT_ATTENTION=mma MLAGENT_MMA_ROWS=32 $O $B $S
+  run fwd_old_$i 30 $O $B $S
 done
-run fwdbwd_old 30 env MLAGENT_ATTENTION=mma $O $B $S --bwd
+for i in 1 2; do
+  run fwdbwd_new_$i 30 $M $B $S --bwd
+  run fwdbwd_old_$i 30 $O $B $S --bwd
+done
+run fwdbwd_fused 30 env MLAGENT_MMA_BWD=fused $M $B $S --bwd
 run fwd_8192 30 $M $B --seq-len 8192 --causal --no-baseline
+run fwd_8192_old 30 $O $B --seq-len 8192 --causal --no-baseline
+run fwdbwd_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
+run fwdbwd_8192_old 30 $O $B --seq-len 8192 --causal --bwd --no-baseline
+run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal --bwd --no-baseline
 run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
-# Measured before (BENCHMARKS.md); last, for the record when time is left.
-run check_rows16_f16 30 env MLAGENT_MMA_ROWS=16 $M $C --dtype f16 --causal --key-growth 12
-run check_sync 30 env MLAGENT_MMA_ASYNC=0 $M $C --dtype bf16 --causal --key-growth 12
-run fwdbwd_refbwd 45 $M $B $S --bwd --reference-bwd
-run fwd_baseline 50 env CUBECL_AUTOTUNE_LEVEL=minimal $M $B --seq-len 4096 --causal --baseline reference
+run fwdbwd_noncausal 30 $M $B --seq-len 4096 --bwd --no-baseline
+run fwdbwd_mha 30 $M ${B/--op attention/--op attention --kv-heads 28} $S --bwd
+fi
 tar czf "$OUT/device-check.tgz" -C "$W" .
 for f in "$W"/*.err; do [ -s "$f" ] && { echo "-- $(basename "$f")"; grep -v 'WARN\|^$' "$f" | tail -3 | cut -c1-300; }; done
 echo; echo "| run | result |"; echo "|---|---|"
 for f in "${NAMES[@]}"; do [ -e "$W/$f.out" ] || continue
   case $f in check_*) r=$(tail -1 "$W/$f.out" | cut -c1-260);;
-    *) r=$(tail -1 "$W/$f.out" | grep -o '"results":\[[^]]*\]' | grep -o '"\(TFLOP/s\|ms\|impl\)":[^,]*' | tr '\n' ' ' | cut -c1-260);; esac
+    *) r=$(tail -1 "$W/$f.out" | grep -o '"results":\[[^]]*\]' | grep -o '"\(TFLOP/s\|GB/s\|ms\|queued_ms\|TFLOP/s queued\|GB/s queued\)":[^,]*' | tr '\n' ' ' | cut -c1-260);; esac
   echo "| $f | $r |"; done
 cat "$W/card.txt" "$W/summary.txt"

@@ -387,6 +387,12 @@ fn kernels_bench_reports_time_and_device_memory() {
     let r = v["results"].as_array().unwrap();
     assert_eq!(r.len(), 2, "{v}");
     assert!(r.iter().all(|x| x["ms"].as_f64().unwrap() > 0.0 && x["GB/s"].as_f64().unwrap() > 0.0), "{v}");
+    // The queued timing, and its rate from the same byte count.
+    for x in r {
+        let (ms, q) = (x["ms"].as_f64().unwrap(), x["queued_ms"].as_f64().unwrap());
+        let rate = x["GB/s"].as_f64().unwrap() * ms / q;
+        assert!(q > 0.0 && (x["GB/s queued"].as_f64().unwrap() - rate).abs() <= 1e-9 * rate, "{v}");
+    }
     // No device pools on the CPU backend: no memory figures rather than zeros.
     assert!(r[0]["kept_bytes"].is_null() && r[0]["peak_bytes_max"].is_null(), "{v}");
     if !mlagent_engine::device::wgpu_available() {

@@ -48,7 +48,9 @@ enum What {
     Check(CheckArgs),
     /// Time a fused op against burn's built-in attention or the plain-ops PPO reference.
     ///
-    /// Median of --repeats timed runs after --warmup runs, the device synchronised around each.
+    /// Median of --repeats timed runs after --warmup runs, the device synchronised around each
+    /// (host work and launch latency included), and the mean of --repeats runs queued back to back
+    /// ("queued": the device's time per run, as CUDA-event timings report it).
     /// Attention reports TFLOP/s (4·B·H·S²·D, halved when causal; backward counted as 2.5× the
     /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd). --bwd times the
     /// backward kernels (--reference-bwd: the closed-form backward training uses by default).
@@ -392,32 +394,61 @@ fn extra_bytes<B: Backend, T>(device: &B::Device, f: impl FnOnce() -> T) -> Resu
     Ok(after.map(|(used, reserved)| Extra { kept: used.saturating_sub(in_use), peak_max: reserved.saturating_sub(in_use) }))
 }
 
-/// [`Extra`] of `f`'s first call, then its median ms (see [`time_ms`]).
-fn measure<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> T) -> Result<(f64, Option<Extra>)> {
-    let extra = extra_bytes::<B, T>(device, &mut f)?;
-    let ms = time_ms::<B, T>(device, warmup, repeats, &mut f)?;
-    Ok((ms, extra))
+/// Mean milliseconds per call of `repeats` calls of `f` queued back to back, the device
+/// synchronised only before and after (each result dropped once the next call is queued): the
+/// device's time per call while the host stays ahead of it, which is what CUDA-event timings such
+/// as `triton.testing.do_bench` report. [`time_ms`] also counts each call's host work and the
+/// launch latency in front of an idle device.
+fn time_queued_ms<B: Backend, T>(device: &B::Device, repeats: usize, mut f: impl FnMut() -> T) -> Result<f64> {
+    B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+    let start = Instant::now();
+    let mut pending = None;
+    for _ in 0..repeats {
+        let out = f();
+        drop(pending.replace(out));
+    }
+    B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3 / repeats as f64;
+    drop(pending);
+    Ok(ms)
 }
 
-/// One measured row: what ran, median ms, the rate (TFLOP/s or GB/s), and the extra device memory.
-struct Row {
-    name: &'static str,
+/// A measured call: median milliseconds synchronised ([`time_ms`]) and queued ([`time_queued_ms`]),
+/// and the first call's [`Extra`].
+#[derive(Clone, Copy)]
+struct Timing {
     ms: f64,
-    rate: f64,
+    queued_ms: f64,
     extra: Option<Extra>,
 }
 
+/// [`Extra`] of `f`'s first call, then its median ms (see [`time_ms`]) and its queued ms.
+fn measure<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> T) -> Result<Timing> {
+    let extra = extra_bytes::<B, T>(device, &mut f)?;
+    let ms = time_ms::<B, T>(device, warmup, repeats, &mut f)?;
+    let queued_ms = time_queued_ms::<B, T>(device, repeats, &mut f)?;
+    Ok(Timing { ms, queued_ms, extra })
+}
+
+/// One measured row: what ran, its [`Timing`], and the rates (TFLOP/s or GB/s) of both times.
+struct Row {
+    name: &'static str,
+    time: Timing,
+    rate: f64,
+    queued_rate: f64,
+}
+
 /// Measures the baseline unless `skip` (`--no-baseline`).
-fn baseline(skip: bool, time: impl FnOnce() -> Result<(f64, Option<Extra>)>) -> Result<Option<(f64, Option<Extra>)>> {
+fn baseline(skip: bool, time: impl FnOnce() -> Result<Timing>) -> Result<Option<Timing>> {
     if skip { Ok(None) } else { time().map(Some) }
 }
 
 /// Our row, then the baseline's when it was measured.
-fn rows(ours: (&'static str, (f64, Option<Extra>)), base: (&'static str, Option<(f64, Option<Extra>)>), rate: impl Fn(f64) -> f64) -> Vec<Row> {
-    let (name, (ms, extra)) = ours;
-    let mut rows = vec![Row { name, ms, rate: rate(ms), extra }];
-    if let (name, Some((ms, extra))) = base {
-        rows.push(Row { name, ms, rate: rate(ms), extra });
+fn rows(ours: (&'static str, Timing), base: (&'static str, Option<Timing>), rate: impl Fn(f64) -> f64) -> Vec<Row> {
+    let row = |name, time: Timing| Row { name, time, rate: rate(time.ms), queued_rate: rate(time.queued_ms) };
+    let mut rows = vec![row(ours.0, ours.1)];
+    if let (name, Some(time)) = base {
+        rows.push(row(name, time));
     }
     rows
 }
@@ -580,28 +611,46 @@ fn bench(a: BenchArgs) -> Result<()> {
     let pass = if bwd { "forward+backward" } else { "forward" };
     let kernel = if op == Op::Attention { forward_kernel_note() } else { String::new() };
     println!("{op:?} {pass}, {shape}, device {device}, dtype {dtype:?}{kernel}");
-    println!("| {:<26} | {:>10} | {:>10} | {:>9} | {:>11} |", "implementation", "ms", unit, "kept MiB", "peak ≤ MiB");
-    println!("|{:-<28}|{:->12}|{:->12}|{:->11}|{:->13}|", "", "", "", "", "");
+    let queued = format!("{unit} queued");
+    println!(
+        "| {:<26} | {:>10} | {:>10} | {:>10} | {:>15} | {:>9} | {:>11} |",
+        "implementation", "ms", unit, "queued ms", queued, "kept MiB", "peak ≤ MiB"
+    );
+    println!("|{:-<28}|{:->12}|{:->12}|{:->12}|{:->17}|{:->11}|{:->13}|", "", "", "", "", "", "", "");
+    // Software adapters give tiny rates: switch to scientific notation rather than print 0.000.
+    let fmt_rate = |r: f64| if r < 0.1 { format!("{r:.3e}") } else { format!("{r:.3}") };
     for row in &rows {
-        // Software adapters give tiny rates: switch to scientific notation rather than print 0.000.
-        let rate = if row.rate < 0.1 { format!("{:.3e}", row.rate) } else { format!("{:.3}", row.rate) };
-        let mib = |f: fn(&Extra) -> u64| row.extra.as_ref().map_or("-".to_string(), |e| format!("{:.1}", f(e) as f64 / MIB));
-        println!("| {:<26} | {:>10.3} | {:>10} | {:>9} | {:>11} |", row.name, row.ms, rate, mib(|e| e.kept), mib(|e| e.peak_max));
+        let mib = |f: fn(&Extra) -> u64| row.time.extra.as_ref().map_or("-".to_string(), |e| format!("{:.1}", f(e) as f64 / MIB));
+        println!(
+            "| {:<26} | {:>10.3} | {:>10} | {:>10.3} | {:>15} | {:>9} | {:>11} |",
+            row.name,
+            row.time.ms,
+            fmt_rate(row.rate),
+            row.time.queued_ms,
+            fmt_rate(row.queued_rate),
+            mib(|e| e.kept),
+            mib(|e| e.peak_max)
+        );
     }
-    if let (Some(out), true) = (out_bytes, rows.iter().any(|r| r.extra.is_some())) {
+    println!(
+        "ms: median of synchronised calls (host work and launch latency included); queued ms: mean of the same \
+         number of calls queued back to back (the device's time per call, as CUDA-event timings report it)"
+    );
+    if let (Some(out), true) = (out_bytes, rows.iter().any(|r| r.time.extra.is_some())) {
         println!(
             "device memory of the first call beyond its inputs: kept = still in use with its result (grads included), \
              peak ≤ = pools' reserved bytes after it less those in use before; {what} is {:.1} MiB",
             out as f64 / MIB
         );
     }
-    let speedup = rows.get(1).map(|base| base.ms / rows[0].ms);
+    let speedup = rows.get(1).map(|base| base.time.ms / rows[0].time.ms);
     if let Some(x) = speedup {
         println!("speedup of {} over {}: {x:.2}x", rows[0].name, rows[1].name);
     }
     if format == Format::Json {
-        let r: Vec<_> = rows.iter().map(|r| serde_json::json!({"impl": r.name, "ms": r.ms, unit: r.rate,
-            "kept_bytes": r.extra.map(|e| e.kept), "peak_bytes_max": r.extra.map(|e| e.peak_max)})).collect();
+        let r: Vec<_> = rows.iter().map(|r| serde_json::json!({"impl": r.name, "ms": r.time.ms, unit: r.rate,
+            "queued_ms": r.time.queued_ms, queued.as_str(): r.queued_rate,
+            "kept_bytes": r.time.extra.map(|e| e.kept), "peak_bytes_max": r.time.extra.map(|e| e.peak_max)})).collect();
         println!(
             "{}",
             serde_json::json!({"op": format!("{op:?}").to_lowercase(), "pass": pass, "shape": shape, "device": device.to_string(),
