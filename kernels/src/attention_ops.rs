@@ -89,31 +89,55 @@ pub fn flash_fwd_reference<B: Backend>(
     (fp(out.cast(dtype)), fp(lse))
 }
 
-/// 0: not set (read `MLAGENT_ATTENTION_BWD`), 1: kernels, 2: closed-form reference.
+/// 0: not set (read `MLAGENT_ATTENTION_BWD`), 1: kernels, 2: closed-form reference, 3: auto.
 static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 
-/// Whether CubeCL backends run the flash-attention backward *kernels* (`true`) or the closed-form
-/// [`flash_bwd_reference`] from plain burn ops (`false`, the default).
+/// Which attention backward CubeCL backends run: the flash-attention backward *kernels* or the
+/// closed-form [`flash_bwd_reference`] from plain burn ops.
 ///
 /// The reference materialises `[Tq, Tk]` probabilities (like the CPU path) but runs on burn's
-/// tensor-core matmuls; the portable backward kernels reached 2.34 TFLOP/s forward+backward on an
-/// H200 (BENCHMARKS.md), slower than that at training lengths, so the kernels are opt-in: set
-/// `MLAGENT_ATTENTION_BWD=kernel`, or call [`set_backward_kernel`] (`mlagent kernels check/bench`
-/// do, since they measure the kernels). On CUDA in f16/bf16 (head dim a multiple of 16, at most
-/// 128) the kernels are the register-tile ones (`crate::cube::attention_mma_bwd`: 3.4 ms forward +
-/// backward at B 1, 28/4 heads, 4096 tokens causal, D 128 on an H200); training here runs in f32,
-/// where they do not apply. `MLAGENT_ATTENTION=portable` keeps the portable ones.
+/// tensor-core matmuls. By default ([`BackwardChoice::Auto`]) the kernels run where they are the
+/// register-tile ones (`crate::cube::attention_mma_bwd`: CUDA, f16/bf16, head dim a multiple of 16
+/// and at most 128; 2.3 ms forward + backward queued at B 1, 28/4 heads, 4096 tokens causal, D 128
+/// on an H200, BENCHMARKS.md) and the reference elsewhere: the portable kernels reached 2.34 TFLOP/s
+/// forward+backward on an H200, slower than the reference at training lengths, and the emulated
+/// ones are for tests. Training here runs in f32, so it gets the reference.
+/// `MLAGENT_ATTENTION_BWD=kernel` or `=reference` (or [`set_backward_kernel`], which `mlagent
+/// kernels check/bench` call) chooses for every shape; `MLAGENT_ATTENTION=portable` keeps the
+/// portable kernels.
 ///
 /// Both failures that once made the kernels' gradients wrong are explained and fixed: on CUDA,
 /// outputs allocated with padded rows (see `crate::cube`); on lavapipe, Mesa's per-invocation loop
 /// limit of 65535 passes (see `crate::cube::attention_kernels`), past which the launcher now uses
 /// this reference.
-pub fn backward_kernel() -> bool {
-    // The environment decides once (this runs on every attention backward).
-    crate::cube::setting(&BACKWARD_KERNEL, || if std::env::var("MLAGENT_ATTENTION_BWD").is_ok_and(|v| v == "kernel") { 1 } else { 2 }) == 1
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackwardChoice {
+    /// The kernels where the register-tile ones apply, else the reference (the default).
+    Auto,
+    /// The kernels for every shape they take.
+    Kernels,
+    /// The closed-form reference.
+    Reference,
 }
 
-/// Chooses the backward for this process; see [`backward_kernel`].
+/// This process's [`BackwardChoice`]: [`set_backward_kernel`]'s, else `MLAGENT_ATTENTION_BWD`'s
+/// (`kernel`, `reference`; anything else or unset is `Auto`), read once.
+pub fn backward_choice() -> BackwardChoice {
+    // The environment decides once (this runs on every attention backward).
+    let read = || match std::env::var("MLAGENT_ATTENTION_BWD").as_deref() {
+        Ok("kernel") => 1,
+        Ok("reference") => 2,
+        _ => 3,
+    };
+    match crate::cube::setting(&BACKWARD_KERNEL, read) {
+        1 => BackwardChoice::Kernels,
+        2 => BackwardChoice::Reference,
+        _ => BackwardChoice::Auto,
+    }
+}
+
+/// Chooses the backward for this process: the kernels (`true`) or the reference for every shape;
+/// see [`backward_choice`].
 pub fn set_backward_kernel(kernels: bool) {
     BACKWARD_KERNEL.store(if kernels { 1 } else { 2 }, Ordering::Relaxed);
 }

@@ -46,6 +46,8 @@ enum Family {
     MmaDirect,
     /// The `[N, V]` logits kernels of the PPO loss and log-probs (memory-bound: no tensor cores).
     Logits,
+    /// The attention backward's elementwise helpers (D = rowsum(dO∘O), the GQA dK/dV sums).
+    Elementwise,
 }
 
 struct CudaKernel {
@@ -168,6 +170,7 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
 /// The `[N, V]` logits kernels (bf16 logits read 8 at a time, i32 targets, 256-unit row cubes, as
 /// `cube/mod.rs` launches them at a 152064-entry vocabulary), all launched unchecked.
 fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
+    use crate::cube::attention_kernels::{flash_delta_kernel::FlashDeltaKernel, group_sum_kernel::GroupSumKernel};
     use crate::cube::logits_kernels::{
         logprobs_fwd_kernel::LogprobsFwdKernel, ppo_fwd_kernel::PpoFwdKernel, softmax_grad_kernel::SoftmaxGradKernel,
         target_grad_kernel::TargetGradKernel,
@@ -192,7 +195,21 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
             ),
         ),
         k("softmax grad", cuda(SoftmaxGradKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), t(), (), 8, bf16).define())),
-        k("target grad", cuda(TargetGradKernel::<WgpuRuntime>::new(elementwise, client, t(), t(), t(), t(), t(), dtypes).define())),
+        k("target grad", cuda(TargetGradKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), t(), t(), dtypes).define())),
+        // O, dO (8-lane vectors), delta; head dim 128, not unrolled (as launched at D 128).
+        CudaKernel {
+            name: "attention delta".into(),
+            family: Family::Elementwise,
+            mma_calls: 0,
+            source: to_cuda(FlashDeltaKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), 8, 128, false, bf16).define(), sm, ExecutionMode::Checked),
+        },
+        // The dK, dV f32 shares, dK, dV; the group size.
+        CudaKernel {
+            name: "attention group sum".into(),
+            family: Family::Elementwise,
+            mma_calls: 0,
+            source: to_cuda(GroupSumKernel::<WgpuRuntime>::new(elementwise, client, t(), t(), t(), t(), (), bf16).define(), sm, ExecutionMode::Checked),
+        },
     ]
 }
 
@@ -203,7 +220,7 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
 fn tensor_core_kernels_generate_cuda_source() {
     let Some(dev) = device() else { return };
     let kernels = tensor_core_kernels(&dev, 90);
-    assert_eq!(kernels.len(), 16 + 4);
+    assert_eq!(kernels.len(), 16 + 4 + 2);
     for k in &kernels {
         let (name, source) = (&k.name, &k.source);
         if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {
@@ -212,7 +229,7 @@ fn tensor_core_kernels_generate_cuda_source() {
         match k.family {
             Family::Cmma => shared_arrays_aligned(source, 32),
             Family::Mma | Family::MmaDirect => shared_arrays_aligned(source, 16),
-            Family::Logits => {}
+            Family::Logits | Family::Elementwise => {}
         }
         // A helper is defined once, then called.
         let calls = |f: &str| source.matches(f).count().saturating_sub(1);
@@ -234,6 +251,9 @@ fn tensor_core_kernels_generate_cuda_source() {
             }
             // Fast exp: the accurate one costs several times the instructions per logit.
             Family::Logits => assert!(source.contains("__expf(") && !source.contains(" exp("), "{name}: exp not compiled to __expf"),
+            // 16-byte loads: O and dO as 8 bf16 lanes.
+            Family::Elementwise if name == "attention delta" => assert!(source.contains("__nv_bfloat16_8"), "{name}: O and dO not read as 8-lane vectors"),
+            Family::Elementwise => {}
         }
         if name.starts_with("mma fwd") {
             assert!(source.contains("__shfl_xor_sync"), "{name}: no quad shuffles");
@@ -576,6 +596,11 @@ fn tensor_core_kernels_compile_with_nvrtc() {
                         if h.instructions as f64 > budget * h.key.max(1) as f64 {
                             failures.push(format!("{} ({arch}): row loop {h:?}, more than {budget} instructions per 16-byte load", k.name));
                         }
+                    }
+                }
+                Family::Elementwise => {
+                    if r.stack_bytes > 0 || r.spill_stores > 0 || r.spill_loads > 0 {
+                        failures.push(format!("{} ({arch}): {r:?}: local memory", k.name));
                     }
                 }
                 Family::Cmma | Family::MmaDirect => {}

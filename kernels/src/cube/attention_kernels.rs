@@ -316,11 +316,15 @@ pub fn flash_fwd_kernel<F: Float, I: Numeric>(
     }
 }
 
-/// `delta[r] = Σ_d dO[r, d]·O[r, d]` (FA2's D), one unit per row; both inputs contiguous.
+/// `delta[r] = Σ_d dO[r, d]·O[r, d]` (FA2's D), one unit per row, the row read as `D/N` vectors of
+/// `N` elements (16 bytes where the head dim and strides allow: a unit's loads hit a row 256 bytes
+/// from its neighbours', so scalar loads made every 2-byte element its own memory request); both
+/// inputs contiguous. `unroll_rows` as the other kernels' (with `D/N` passes).
 #[cube(launch, address_type = "dynamic")]
-pub fn flash_delta_kernel<F: Float>(
-    out: &Tensor<F>,
-    dout: &Tensor<F>,
+#[allow(clippy::assign_op_pattern)] // `acc = acc + …`: the vector form the other kernels use (no `+=` on CubeCL vectors there)
+pub fn flash_delta_kernel<F: Float, N: Size>(
+    out: &Tensor<Vector<F, N>>,
+    dout: &Tensor<Vector<F, N>>,
     delta: &mut Tensor<f32>,
     #[comptime] head_dim: usize,
     #[comptime] unroll_rows: bool,
@@ -330,10 +334,17 @@ pub fn flash_delta_kernel<F: Float>(
     if r >= delta.len() {
         terminate!();
     }
-    let mut s = f32::new(0.0);
+    let width = out.vector_size();
+    let vecs = comptime!(head_dim / width);
+    let mut acc = Vector::<f32, N>::new(f32::new(0.0));
     #[unroll(unroll_rows)]
-    for d in 0..head_dim {
-        s += f32::cast_from(out[r * head_dim + d]) * f32::cast_from(dout[r * head_dim + d]);
+    for i in 0..vecs {
+        acc = acc + Vector::<f32, N>::cast_from(out[r * vecs + i]) * Vector::<f32, N>::cast_from(dout[r * vecs + i]);
+    }
+    let mut s = acc[0];
+    #[unroll]
+    for e in 1..width {
+        s += acc[e];
     }
     delta[r] = s;
 }

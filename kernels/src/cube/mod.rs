@@ -758,13 +758,18 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         pad: CubeTensor<R>,
         p: FlashParams,
     ) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
-        if !crate::attention_ops::backward_kernel() {
-            // The kernels below are wrong on some shapes (see `backward_kernel`).
-            return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);
-        }
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
         let [_, kh, tk, _] = k.meta.shape().dims::<4>();
         let plan = backward_plan(&q, d);
+        let kernels = match crate::attention_ops::backward_choice() {
+            crate::attention_ops::BackwardChoice::Kernels => true,
+            crate::attention_ops::BackwardChoice::Reference => false,
+            // The register-tile kernels, not emulated (see `backward_choice`).
+            crate::attention_ops::BackwardChoice::Auto => matches!(plan, Backward::Mma(_, _, false, _)),
+        };
+        if !kernels {
+            return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);
+        }
         let iterations = match plan {
             Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
             Backward::Mma(planes, ..) => attention_mma_bwd::loop_iterations(tq, tk, d, planes),
@@ -786,13 +791,16 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let rows = b * h * tq;
         let delta = empty_f32(&q, Shape::new([b, h, tq]));
         let cube_dim = CubeDim::new(&client, rows);
+        // O and dO as vectors (both contiguous: the same vector size fits both).
+        let ([out_v, dout_v], dvs) = vector_tiles([out, dout.clone()], d);
         attention_kernels::flash_delta_kernel::launch::<R>(
             &client,
             calculate_cube_count_elemwise(&client, rows, cube_dim),
             cube_dim,
             address_type,
-            out.into_tensor_arg(),
-            dout.clone().into_tensor_arg(),
+            dvs,
+            out_v.into_tensor_arg(),
+            dout_v.into_tensor_arg(),
             delta.clone().into_tensor_arg(),
             d,
             attention_kernels::unroll_rows(d),

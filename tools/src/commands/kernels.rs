@@ -34,8 +34,8 @@ enum What {
     /// batch rows. PPO: loss and dlogits with dual clip c = 3 and a k3 KL penalty (β = 0.1), on
     /// targets anywhere in the vocabulary, masks with zeros, advantages of both signs and ratios
     /// on both sides of the clip range. Each error is ‖ours − ref‖ / ‖ref‖. The attention backward
-    /// checked is the kernels' (training uses the closed-form reference by default; see
-    /// MLAGENT_ATTENTION_BWD in the README). MLAGENT_ATTENTION=portable|cmma|mma|mma-direct|
+    /// checked is the kernels' (training uses them only where the register-tile ones apply, else
+    /// the closed-form reference; see MLAGENT_ATTENTION_BWD in the README). MLAGENT_ATTENTION=portable|cmma|mma|mma-direct|
     /// mma-emulated|cmma-emulated picks the kernels (default: the register-tile mma kernels where
     /// the device has mma.sync (CUDA, f16/bf16), else tensor-core cmma, else portable);
     /// MLAGENT_MMA_ROWS=16 gives the mma forward 16 query rows per warp instead of 32, and
@@ -204,7 +204,8 @@ struct BenchArgs {
     baseline: Option<Baseline>,
     /// With --op attention --bwd: time our forward kernel with the closed-form reference backward
     /// (FA2's formulas on whole [S, S] matrices through burn's matmuls), which is what training
-    /// uses unless MLAGENT_ATTENTION_BWD=kernel, instead of the backward kernels.
+    /// uses where the register-tile kernels do not apply (f32, WGPU), instead of the backward
+    /// kernels.
     #[arg(long)]
     reference_bwd: bool,
 }
