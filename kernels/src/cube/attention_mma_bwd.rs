@@ -302,7 +302,8 @@ fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
     a
 }
 
-/// dQ: cube (batch·head, `16·planes` query rows, 1) (see [`super::attention_kernels::batch_head`]); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
+/// dQ: cube (batch·head, `16·planes` query rows, 1) (see
+/// [`super::attention_kernels::batch_head`]); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
 /// contiguous; Q, K, V, dO as vectors of `N` (see [`super::attention_mma::flash_fwd_mma_kernel`]).
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]

@@ -340,7 +340,7 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     };
     // The requested planes where they fit, else the split kernels' 4.
     let planes = Some(mma_bwd_planes(fused)).filter(|&p| mma_fits(p)).unwrap_or(attention_mma::PLANES);
-    let mma = mma_attention_ok(q, d) && mma_fits(planes);
+    let mma = mma_attention_ok(q, d) && mma_fits(planes) && mma_grid_ok(q);
     match forward_kernel() {
         ForwardKernel::Portable => Backward::Portable,
         ForwardKernel::Auto if mma => Backward::Mma(planes, true, false, fused),
@@ -352,9 +352,10 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
         ForwardKernel::CmmaEmulated => Backward::Portable,
         ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(planes, forward_kernel() == ForwardKernel::Mma, false, fused),
         ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
-        ForwardKernel::MmaEmulated => {
+        ForwardKernel::MmaEmulated if mma_grid_ok(q) => {
             attention_mma_bwd::emulation_planes(d, elem, max, fused).map_or(Backward::Portable, |p| Backward::Mma(p, false, true, fused))
         }
+        ForwardKernel::MmaEmulated => Backward::Portable,
     }
 }
 
@@ -362,6 +363,15 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
 /// that is a multiple of 16 (at most [`attention_mma::MAX_HEAD_DIM`]), a runtime with the manual
 /// 16×8×16 MMA for that dtype into f32, 32-wide planes, and shared memory for
 /// [`attention_mma::PLANES`] planes.
+/// Whether the register-tile kernels' grids fit the device's cube counts: `B·H` cubes along x (see
+/// `attention_kernels::batch_head`), at most `⌈Tq/16⌉` tiles along y (wgpu allows 65535 per
+/// dimension; the other kernels put the batch on z and the heads on y).
+fn mma_grid_ok<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
+    let [b, h, tq, _] = q.meta.shape().dims::<4>();
+    let (x, y, _) = q.client.properties().hardware.max_cube_count;
+    b * h <= x as usize && tq.div_ceil(16) <= y as usize
+}
+
 fn mma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     use cubecl::features::MmaConfig;
     use cubecl::ir::{ElemType, FloatKind, StorageType};
@@ -431,7 +441,7 @@ fn forward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, scale: f32) -> Forw
     let max = q.client.properties().hardware.max_shared_memory_size;
     let cmma = || if cmma_attention_ok(q, d) { Forward::Cmma(attention_cmma::PLANES, false) } else { Forward::Portable };
     // The register-tile forward takes row maxima before scaling: positive scales only.
-    let mma_scale = scale > 0.0;
+    let mma_scale = scale > 0.0 && mma_grid_ok(q);
     match forward_kernel() {
         ForwardKernel::Portable => Forward::Portable,
         ForwardKernel::Auto if mma_scale && mma_attention_ok(q, d) => Forward::Mma(attention_mma::PLANES, mma_mtiles(), true, false),
@@ -834,6 +844,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             } else {
                 (empty_f32(&q, Shape::new([b, h, tk, d])), empty_f32(&q, Shape::new([b, h, tk, d])))
             };
+            let address_type = address_type.max(addr(&[&dk_heads]));
             macro_rules! launch {
                 ($copy:ty) => {
                     if let Some(dq) = &dq { unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
