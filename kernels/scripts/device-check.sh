@@ -22,6 +22,9 @@ run() { local name=$1 to=$2; shift 2; local s=$(date +%s); NAMES+=("$name")
   timeout "$to" "$@" > "$W/$name.out" 2> "$W/$name.err"; local rc=$?
   echo "$name rc=$rc $(( $(date +%s) - s ))s (at $(( $(date +%s) - T0 ))s)" | tee -a "$W/summary.txt"; }
 B="kernels bench --device cuda --dtype bf16 --op attention --format json"
+# Per-kernel device times: CubeCL's profiler times every launch on its own (synchronised, so only
+# for the split between kernels) and writes a summary per sync; the last one is printed at the end.
+PROFILE="env CUBECL_DEBUG_LOG=$W/profile.log CUBECL_DEBUG_OPTION=profile"
 if [ "${SET:-full}" = sweep ]; then
   # Timings only (the kernels as checked by a full run): the forward over sequence lengths, to
   # separate each call's fixed cost (synchronised "ms") from the device's time ("queued ms").
@@ -30,6 +33,7 @@ if [ "${SET:-full}" = sweep ]; then
   for s in 1024 4096 8192; do run fwdbwd_$s 30 $M $B --seq-len $s --causal --bwd --no-baseline; done
   run fwdbwd_fused 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 4096 --causal --bwd --no-baseline
   run ppo_bwd 60 $M kernels bench --device cuda --dtype bf16 --op ppo --bwd --no-baseline --format json
+  run profile_fwdbwd 40 $PROFILE $M $B --seq-len 4096 --causal --bwd --no-baseline --warmup 1 --repeats 3
 else
 C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
 # Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
@@ -60,6 +64,7 @@ run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal
 run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
 run fwdbwd_noncausal 30 $M $B --seq-len 4096 --bwd --no-baseline
 run fwdbwd_mha 30 $M ${B/--op attention/--op attention --kv-heads 28} $S --bwd
+run profile_fwdbwd 40 $PROFILE $M $B $S --bwd --warmup 1 --repeats 3
 fi
 tar czf "$OUT/device-check.tgz" -C "$W" .
 for f in "$W"/*.err; do [ -s "$f" ] && { echo "-- $(basename "$f")"; grep -v 'WARN\|^$' "$f" | tail -3 | cut -c1-300; }; done
@@ -68,4 +73,6 @@ for f in "${NAMES[@]}"; do [ -e "$W/$f.out" ] || continue
   case $f in check_*) r=$(tail -1 "$W/$f.out" | cut -c1-260);;
     *) r=$(tail -1 "$W/$f.out" | grep -o '"results":\[[^]]*\]' | grep -o '"\(TFLOP/s\|GB/s\|ms\|queued_ms\|TFLOP/s queued\|GB/s queued\)":[^,]*' | tr '\n' ' ' | cut -c1-260);; esac
   echo "| $f | $r |"; done
+[ -s "$W/profile.log" ] && { echo "-- per-kernel times, forward+backward at 4096 (the last profile summary)"
+  tac "$W/profile.log" | sed -n '1,/| Name /p' | tac | grep '^|' | cut -c1-120 | head -16; }
 cat "$W/card.txt" "$W/summary.txt"
