@@ -35,36 +35,36 @@ if [ "${SET:-full}" = sweep ]; then
   run ppo_bwd 60 $M kernels bench --device cuda --dtype bf16 --op ppo --bwd --no-baseline --format json
   run profile_fwdbwd 40 $PROFILE $M $B --seq-len 4096 --causal --bwd --no-baseline --warmup 1 --repeats 3
 else
-C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
-# Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
-# warp, cp.async tiles, split backward with per-head dK/dV shares) in bf16; the fused backward
-# (opt-in); no GQA (dK/dV written directly); GQA 7 at head dim 64, not causal, off the tile grid.
-run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
-run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
-run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
-G="kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json"
-run check_gqa7 30 $M $G
-S="--seq-len 4096 --causal --no-baseline"
-# Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16), each against the previous binary
-# (carry/mlagent-old.gz), interleaved twice: the grid order and the dK/dV cubes of one head.
-for i in 1 2; do
-  run fwd_new_$i 30 $M $B $S
-  run fwd_old_$i 30 $O $B $S
-done
-for i in 1 2; do
-  run fwdbwd_new_$i 30 $M $B $S --bwd
-  run fwdbwd_old_$i 30 $O $B $S --bwd
-done
-run fwdbwd_fused 30 env MLAGENT_MMA_BWD=fused $M $B $S --bwd
-run fwd_8192 30 $M $B --seq-len 8192 --causal --no-baseline
-run fwd_8192_old 30 $O $B --seq-len 8192 --causal --no-baseline
-run fwdbwd_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
-run fwdbwd_8192_old 30 $O $B --seq-len 8192 --causal --bwd --no-baseline
-run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal --bwd --no-baseline
-run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
-run fwdbwd_noncausal 30 $M $B --seq-len 4096 --bwd --no-baseline
-run fwdbwd_mha 30 $M ${B/--op attention/--op attention --kv-heads 28} $S --bwd
-run profile_fwdbwd 40 $PROFILE $M $B $S --bwd --warmup 1 --repeats 3
+  C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
+  # Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
+  # warp, cp.async tiles, split backward with per-head dK/dV shares) in bf16; the fused backward
+  # (opt-in); no GQA (dK/dV written directly); GQA 7 at head dim 64, not causal, off the tile grid.
+  run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
+  run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
+  run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
+  G="kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json"
+  run check_gqa7 30 $M $G
+  S="--seq-len 4096 --causal --no-baseline"
+  # Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16), each against the previous binary
+  # (carry/mlagent-old.gz), interleaved twice: the grid order and the dK/dV cubes of one head.
+  for i in 1 2; do
+    run fwd_new_$i 30 $M $B $S
+    run fwd_old_$i 30 $O $B $S
+  done
+  for i in 1 2; do
+    run fwdbwd_new_$i 30 $M $B $S --bwd
+    run fwdbwd_old_$i 30 $O $B $S --bwd
+  done
+  run fwdbwd_fused 30 env MLAGENT_MMA_BWD=fused $M $B $S --bwd
+  run fwd_8192 30 $M $B --seq-len 8192 --causal --no-baseline
+  run fwd_8192_old 30 $O $B --seq-len 8192 --causal --no-baseline
+  run fwdbwd_8192 30 $M $B --seq-len 8192 --causal --bwd --no-baseline
+  run fwdbwd_8192_old 30 $O $B --seq-len 8192 --causal --bwd --no-baseline
+  run fwdbwd_fused_8192 30 env MLAGENT_MMA_BWD=fused $M $B --seq-len 8192 --causal --bwd --no-baseline
+  run fwd_noncausal 30 $M $B --seq-len 4096 --no-baseline
+  run fwdbwd_noncausal 30 $M $B --seq-len 4096 --bwd --no-baseline
+  run fwdbwd_mha 30 $M ${B/--op attention/--op attention --kv-heads 28} $S --bwd
+  run profile_fwdbwd 40 $PROFILE $M $B $S --bwd --warmup 1 --repeats 3
 fi
 tar czf "$OUT/device-check.tgz" -C "$W" .
 for f in "$W"/*.err; do [ -s "$f" ] && { echo "-- $(basename "$f")"; grep -v 'WARN\|^$' "$f" | tail -3 | cut -c1-300; }; done

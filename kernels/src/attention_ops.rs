@@ -89,7 +89,7 @@ pub fn flash_fwd_reference<B: Backend>(
     (fp(out.cast(dtype)), fp(lse))
 }
 
-/// 0: not set (read `MLAGENT_ATTENTION_BWD`), 1: kernels, 2: closed-form reference, 3: auto.
+/// 0: not set (read `MLAGENT_ATTENTION_BWD`), else a [`BackwardChoice`] as `u8`.
 static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 
 /// Which attention backward CubeCL backends run: the flash-attention backward *kernels* or the
@@ -111,13 +111,14 @@ static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 /// limit of 65535 passes (see `crate::cube::attention_kernels`), past which the launcher now uses
 /// this reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum BackwardChoice {
-    /// The kernels where the register-tile ones apply, else the reference (the default).
-    Auto,
     /// The kernels for every shape they take.
-    Kernels,
+    Kernels = 1,
     /// The closed-form reference.
-    Reference,
+    Reference = 2,
+    /// The kernels where the register-tile ones apply, else the reference (the default).
+    Auto = 3,
 }
 
 /// This process's [`BackwardChoice`]: [`set_backward_kernel`]'s, else `MLAGENT_ATTENTION_BWD`'s
@@ -125,13 +126,13 @@ pub enum BackwardChoice {
 pub fn backward_choice() -> BackwardChoice {
     // The environment decides once (this runs on every attention backward).
     let read = || match std::env::var("MLAGENT_ATTENTION_BWD").as_deref() {
-        Ok("kernel") => 1,
-        Ok("reference") => 2,
-        _ => 3,
-    };
+        Ok("kernel") => BackwardChoice::Kernels,
+        Ok("reference") => BackwardChoice::Reference,
+        _ => BackwardChoice::Auto,
+    } as u8;
     match crate::cube::setting(&BACKWARD_KERNEL, read) {
-        1 => BackwardChoice::Kernels,
-        2 => BackwardChoice::Reference,
+        c if c == BackwardChoice::Kernels as u8 => BackwardChoice::Kernels,
+        c if c == BackwardChoice::Reference as u8 => BackwardChoice::Reference,
         _ => BackwardChoice::Auto,
     }
 }
@@ -139,7 +140,8 @@ pub fn backward_choice() -> BackwardChoice {
 /// Chooses the backward for this process: the kernels (`true`) or the reference for every shape;
 /// see [`backward_choice`].
 pub fn set_backward_kernel(kernels: bool) {
-    BACKWARD_KERNEL.store(if kernels { 1 } else { 2 }, Ordering::Relaxed);
+    let choice = if kernels { BackwardChoice::Kernels } else { BackwardChoice::Reference };
+    BACKWARD_KERNEL.store(choice as u8, Ordering::Relaxed);
 }
 
 /// Reference backward (FA2 Algorithm 2 with whole matrices): `(dq, dk, dv)` in the inputs' dtypes.

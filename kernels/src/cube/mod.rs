@@ -771,11 +771,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let [b, h, tq, d] = q.meta.shape().dims::<4>();
         let [_, kh, tk, _] = k.meta.shape().dims::<4>();
         let plan = backward_plan(&q, d);
-        let kernels = match crate::attention_ops::backward_choice() {
-            crate::attention_ops::BackwardChoice::Kernels => true,
-            crate::attention_ops::BackwardChoice::Reference => false,
+        use crate::attention_ops::{BackwardChoice, backward_choice};
+        let kernels = match backward_choice() {
+            BackwardChoice::Kernels => true,
+            BackwardChoice::Reference => false,
             // The register-tile kernels, not emulated (see `backward_choice`).
-            crate::attention_ops::BackwardChoice::Auto => matches!(plan, Backward::Mma(_, _, false, _)),
+            BackwardChoice::Auto => matches!(plan, Backward::Mma(_, _, false, _)),
         };
         if !kernels {
             return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);

@@ -35,13 +35,15 @@ enum What {
     /// targets anywhere in the vocabulary, masks with zeros, advantages of both signs and ratios
     /// on both sides of the clip range. Each error is ‖ours − ref‖ / ‖ref‖. The attention backward
     /// checked is the kernels' (training uses them only where the register-tile ones apply, else
-    /// the closed-form reference; see MLAGENT_ATTENTION_BWD in the README). MLAGENT_ATTENTION=portable|cmma|mma|mma-direct|
-    /// mma-emulated|cmma-emulated picks the kernels (default: the register-tile mma kernels where
-    /// the device has mma.sync (CUDA, f16/bf16), else tensor-core cmma, else portable);
-    /// MLAGENT_MMA_ROWS=16 gives the mma forward 16 query rows per warp instead of 32, and
-    /// MLAGENT_MMA_ASYNC=0 loads the mma kernels' tiles through registers instead of cp.async, and
-    /// MLAGENT_MMA_BWD=fused runs the mma backward as one kernel (dQ by atomic adds; not yet timed
-    /// on a card; MLAGENT_MMA_BWD_PLANES=2|4|8 sets its warps per cube). The forward kernel that ran is named on stderr (json) or in the header.
+    /// the closed-form reference; see MLAGENT_ATTENTION_BWD in the README).
+    /// MLAGENT_ATTENTION=portable|cmma|mma|mma-direct|mma-emulated|cmma-emulated picks the
+    /// kernels (default: the register-tile mma kernels where the device has mma.sync (CUDA,
+    /// f16/bf16), else tensor-core cmma, else portable); MLAGENT_MMA_ROWS=16 gives the mma forward
+    /// 16 query rows per warp instead of 32, MLAGENT_MMA_ASYNC=0 loads the mma kernels' tiles
+    /// through registers instead of cp.async, and MLAGENT_MMA_BWD=fused runs the mma backward as
+    /// one kernel (dQ by atomic adds; slower than the two kernels on an H200;
+    /// MLAGENT_MMA_BWD_PLANES=2|4|8 sets its warps per cube). The forward kernel that ran is named
+    /// on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
@@ -352,19 +354,24 @@ fn forward_kernel_note() -> String {
     mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}{copies}{fused}"))
 }
 
+/// Waits for the device's queued work.
+fn sync<B: Backend>(device: &B::Device) -> Result<()> {
+    B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
+}
+
 /// Median milliseconds of `repeats` calls of `f` after `warmup` calls, synchronising the device
 /// after each (the result is kept alive until then, so lazy backends cannot skip the work).
 fn time_ms<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> T) -> Result<f64> {
     for _ in 0..warmup {
         let out = f();
-        B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+        sync::<B>(device)?;
         drop(out);
     }
     let mut ms = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let start = Instant::now();
         let out = f();
-        B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+        sync::<B>(device)?;
         ms.push(start.elapsed().as_secs_f64() * 1e3);
         drop(out);
     }
@@ -385,11 +392,10 @@ struct Extra {
 /// [`Extra`] for one call of `f`, after asking the pools to give back unused pages (which makes the
 /// bound tighter); `None` off CubeCL devices.
 fn extra_bytes<B: Backend, T>(device: &B::Device, f: impl FnOnce() -> T) -> Result<Option<Extra>> {
-    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
-    sync()?;
+    sync::<B>(device)?;
     let Some((in_use, _)) = pool_bytes(device, true) else { return Ok(None) };
     let out = f();
-    sync()?;
+    sync::<B>(device)?;
     let after = pool_bytes(device, false);
     drop(out);
     Ok(after.map(|(used, reserved)| Extra { kept: used.saturating_sub(in_use), peak_max: reserved.saturating_sub(in_use) }))
@@ -401,21 +407,21 @@ fn extra_bytes<B: Backend, T>(device: &B::Device, f: impl FnOnce() -> T) -> Resu
 /// as `triton.testing.do_bench` report. [`time_ms`] also counts each call's host work and the
 /// launch latency in front of an idle device.
 fn time_queued_ms<B: Backend, T>(device: &B::Device, repeats: usize, mut f: impl FnMut() -> T) -> Result<f64> {
-    B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+    sync::<B>(device)?;
     let start = Instant::now();
     let mut pending = None;
     for _ in 0..repeats {
         let out = f();
         drop(pending.replace(out));
     }
-    B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+    sync::<B>(device)?;
     let ms = start.elapsed().as_secs_f64() * 1e3 / repeats as f64;
     drop(pending);
     Ok(ms)
 }
 
-/// A measured call: median milliseconds synchronised ([`time_ms`]) and queued ([`time_queued_ms`]),
-/// and the first call's [`Extra`].
+/// A measured call: the median milliseconds of synchronised calls ([`time_ms`]), the mean of queued
+/// ones ([`time_queued_ms`]), and the first call's [`Extra`].
 #[derive(Clone, Copy)]
 struct Timing {
     ms: f64,
