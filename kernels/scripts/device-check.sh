@@ -7,11 +7,15 @@
 # archive, $OUT/device-check.tgz (the device tool brings back at most 8 files).
 #
 #   bash kernels/scripts/device-check.sh     # at most DEADLINE (default 240) s plus one command
+#   SET=sweep …     timings over sequence lengths;  SET=profile …  checks, forward+backward against
+#                   the previous binary, CubeCL's per-kernel profile and Nsight Compute (PLANES=1 also
+#                   times 2 and 8 warps per backward cube)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-device-out}; mkdir -p "$OUT"; W=$(mktemp -d); DEADLINE=${DEADLINE:-240}
-M=/tmp/mlagent; [ -x $M ] || { gzip -dc carry/mlagent.gz > $M && chmod +x $M; } || exit 1
-O=/tmp/mlagent-old; [ -e carry/mlagent-old.gz ] && { [ -x $O ] || { gzip -dc carry/mlagent-old.gz > $O && chmod +x $O; }; }
+# Unpacked on every run: a machine still warm from an earlier call keeps that call's binaries.
+M=/tmp/mlagent; { gzip -dc carry/mlagent.gz > $M && chmod +x $M; } || exit 1
+O=/tmp/mlagent-old; rm -f $O; [ -e carry/mlagent-old.gz ] && { gzip -dc carry/mlagent-old.gz > $O && chmod +x $O; }
 NV=$(dirname "$(find /usr/local/cuda*/ -name 'libnvrtc.so*' 2>/dev/null | grep -v stubs | head -1)")
 export LD_LIBRARY_PATH="$NV:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$W/card.txt"
@@ -25,7 +29,40 @@ B="kernels bench --device cuda --dtype bf16 --op attention --format json"
 # Per-kernel device times: CubeCL's profiler times every launch on its own (synchronised, so only
 # for the split between kernels) and writes a summary per sync; the last one is printed at the end.
 PROFILE="env CUBECL_DEBUG_LOG=$W/profile.log CUBECL_DEBUG_OPTION=profile"
-if [ "${SET:-full}" = sweep ]; then
+NCU=$(command -v ncu || find /usr/local /opt -name ncu -type f 2>/dev/null | head -1)
+if [ "${SET:-full}" = profile ]; then
+  # Where the backward's time goes: the default checks, forward+backward against the previous
+  # binary (interleaved), CubeCL's per-kernel split, and Nsight Compute on the three register-tile
+  # kernels where it exists and may read the counters.
+  C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
+  run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
+  run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
+  run check_gqa7 30 $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
+  run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
+  S="--seq-len 4096 --causal --no-baseline"
+  for i in 1 2; do
+    run fwdbwd_new_$i 30 $M $B $S --bwd
+    run fwdbwd_old_$i 30 $O $B $S --bwd
+  done
+  # Warps per backward cube (PLANES=1): 8 (128 rows, one cube per SM by registers) and 2 (four).
+  if [ -n "${PLANES:-}" ]; then
+    run fwdbwd_p8 30 env MLAGENT_MMA_BWD_PLANES=8 $M $B $S --bwd
+    run fwdbwd_p2 30 env MLAGENT_MMA_BWD_PLANES=2 $M $B $S --bwd
+  fi
+  run fwdbwd_8192 30 $M $B --seq-len 8192 --causal --no-baseline --bwd
+  run fwd_new 30 $M $B $S
+  run profile_fwdbwd 40 $PROFILE $M $B $S --bwd --warmup 1 --repeats 3
+  if [ -n "$NCU" ]; then
+    K='regex:flash_(fwd|dq|dkv)_mma'
+    [ -x $O ] && run ncu_old_dq 60 $NCU -k 'regex:flash_dq_mma' --launch-count 1 --section SpeedOfLight \
+      --metrics 'regex:smsp__average_warps_issue_stalled_(long|short)_scoreboard_per_issue_active\.ratio' $O $B $S --bwd --warmup 0 --repeats 1
+    run ncu_sections 90 $NCU -k "$K" --launch-count 3 --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis $M $B $S --bwd --warmup 0 --repeats 1
+    run ncu_stalls 60 $NCU -k "$K" --launch-count 3 --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+      $M $B $S --bwd --warmup 0 --repeats 1
+  else echo "no ncu" | tee -a "$W/summary.txt"; fi
+elif [ "${SET:-full}" = sweep ]; then
   # Timings only (the kernels as checked by a full run): the forward over sequence lengths, to
   # separate each call's fixed cost (synchronised "ms") from the device's time ("queued ms").
   for s in 256 1024 2048 4096 8192; do run fwd_$s 30 $M $B --seq-len $s --causal --no-baseline; done
@@ -75,4 +112,7 @@ for f in "${NAMES[@]}"; do [ -e "$W/$f.out" ] || continue
   echo "| $f | $r |"; done
 [ -s "$W/profile.log" ] && { echo "-- per-kernel times, forward+backward at 4096 (the last profile summary)"
   tac "$W/profile.log" | sed -n '1,/| Name /p' | tac | grep '^|' | cut -c1-120 | head -16; }
+for f in ncu_sections ncu_stalls ncu_old_dq; do [ -s "$W/$f.out" ] || continue; echo "-- $f"
+  grep -E 'flash_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Thr|Memory Throughput|Warp Cycles Per Issued|Issued Ipc|No Eligible|Block Limit|Shared Memory Config|stalled_[a-z_]+_per_issue_active|Dynamic Shared|Static Shared|L1/TEX Hit|Bank' "$W/$f.out" \
+    | grep -v '^==' | sed 's/  */ /g' | awk '$NF != "0" || /flash_/' | cut -c1-110 | head -90; done
 cat "$W/card.txt" "$W/summary.txt"

@@ -20,9 +20,9 @@
 //!   cast by the launcher; the dQ kernel does not run. Five products per (key, query) tile instead of seven; the atomic
 //!   order makes dQ's last bits vary from run to run.
 //!
-//! Q, K, V and dO are staged 16 bytes at a time; Q/dO (dQ kernel) and K/V (dK/dV kernel) fragments
-//! are re-read from shared memory for each product rather than held, which keeps the registers
-//! to the accumulators (dQ: `D/2 + 32 + 32` per unit; dK/dV: `D + 16 + 16`). `P` and `dS` are cast
+//! Q, K, V and dO are staged 16 bytes at a time. The dQ kernel holds its rows' Q and dO
+//! fragments in registers (`D/4` each per unit, beside `D/2 + 32 + 32` of accumulators); the
+//! dK/dV kernel re-reads K's and V's for each step (its accumulators take `D + 16 + 16`). `P` and `dS` are cast
 //! to the input dtype for their products, as FA2 does. Masking as the forward: key `j` is visible
 //! to query `i` of batch row `b` iff `j ≥ pad[b]` and, if causal, `j ≤ q_offset + i`; padding
 //! queries carry `lse = f32::MAX`, which zeroes their `P`. `ldmatrix` and `emulate` as in
@@ -104,13 +104,14 @@ pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize) -> usize {
 }
 
 /// `a · b` fragments for `[16, D] × [D, 16·pairs]` into `acc` (column pair `jp` in vectors
-/// `4jp..4jp + 4`): A rows at element `a_off` of `a_sh`, B's columns the rows of `b_sh` from
-/// element `b_off` (`X Yᵀ`).
+/// `4jp..4jp + 4`): A rows at element `a_off` of `a_sh`, or with `held` A's fragments from
+/// [`hold_a`] in `a_regs`; B's columns the rows of `b_sh` from element `b_off` (`X Yᵀ`).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn abt<F: Float, N: Size>(
     a_sh: &SharedMemory<Vector<F, N>>,
     a_off: usize,
+    a_regs: &Array<Vector<F, Const<2>>>,
     b_sh: &SharedMemory<Vector<F, N>>,
     b_off: usize,
     acc: &mut Array<Vector<f32, Const<2>>>,
@@ -121,16 +122,45 @@ fn abt<F: Float, N: Size>(
     #[comptime] vs: usize,
     #[comptime] ldmatrix: bool,
     #[comptime] emulate: bool,
+    #[comptime] held: bool,
 ) {
     #[unroll]
     for kk in 0..comptime!(head_dim / 16) {
-        let a = load_a::<F, N>(a_sh, a_off + kk * 16, ld, vs, ldmatrix);
+        let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
+        if comptime!(held) {
+            #[unroll]
+            for i in 0..4usize {
+                a[i] = a_regs[4 * kk + i];
+            }
+        } else {
+            let f = load_a::<F, N>(a_sh, a_off + kk * 16, ld, vs, ldmatrix);
+            #[unroll]
+            for i in 0..4usize {
+                a[i] = f[i];
+            }
+        }
         #[unroll]
         for jp in 0..pairs {
             let f = load_bt_pair::<F, N>(b_sh, b_off + jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
             mma_pair_tiles::<F>(&a, &f, acc, 1usize, 0usize, comptime!(jp * 4), xs, emulate);
         }
     }
+}
+
+/// The A fragments of the 16 rows at element `off` of `sh`, all `D/16` of them (4 vectors each):
+/// held in registers by the dQ kernel, whose Q and dO rows stay the same over its key tiles.
+#[cube]
+fn hold_a<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usize, #[comptime] ld: usize, #[comptime] head_dim: usize, #[comptime] vs: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+    let mut regs = Array::<Vector<F, Const<2>>>::new(comptime!(4 * (head_dim / 16)));
+    #[unroll]
+    for kk in 0..comptime!(head_dim / 16) {
+        let a = load_a::<F, N>(sh, off + kk * 16, ld, vs, ldmatrix);
+        #[unroll]
+        for i in 0..4usize {
+            regs[4 * kk + i] = a[i];
+        }
+    }
+    regs
 }
 
 /// `acc[16, D] += p[16, 16·steps] · b_sh[16·steps, D]` (`b_sh`'s rows from element `b_off`): `p`'s accumulator pairs (blocks of 8
@@ -167,29 +197,23 @@ fn pv<F: Float, N: Size>(
 }
 
 /// The dK/dV kernel's step inputs into buffer `buf`: rows `qt..qt + BLOCK_Q` of one query head's
-/// Q and dO (their rows at elements `qb` and `ob`, `q_rs` and `o_rs` apart) through `C`, and their
-/// lse (in base 2, [`lse_base2`]) and D (the head's rows from `rb` on; plain stores by the first
-/// `BLOCK_Q` units; rows past Tq get lse = f32::MAX, so their P is 0). The caller commits and
-/// synchronises. Addresses come precomputed: shapes and strides read here would be global loads
+/// Q and dO (their rows at elements `qb` and `ob`, `q_rs` and `o_rs` apart) through `C`; the
+/// caller commits and synchronises. Their lse and D come through [`load_rows`] and
+/// [`store_rows`]. Addresses come precomputed: shapes and strides read here would be global loads
 /// on every step (the compiler cannot hoist them past the loop's stores).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
     q: &Tensor<Vector<F, N>>,
     dout: &Tensor<Vector<F, N>>,
-    lse: &Tensor<f32>,
-    delta: &Tensor<f32>,
     qb: usize,
     q_rs: usize,
     ob: usize,
     o_rs: usize,
-    rb: usize,
     qt: usize,
     tq: usize,
     qs: &mut SharedMemory<Vector<F, N>>,
     dos: &mut SharedMemory<Vector<F, N>>,
-    lse_s: &mut SharedMemory<f32>,
-    delta_s: &mut SharedMemory<f32>,
     buf: usize,
     #[comptime] ld: usize,
     #[comptime] head_dim: usize,
@@ -198,16 +222,29 @@ fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
 ) {
     let off = buf * comptime!(BLOCK_Q * ld / vs);
     copy_row_pair::<F, N, C>(q, qb, q_rs, dout, ob, o_rs, qt, tq, qs, dos, off, BLOCK_Q, ld, head_dim, vs, units);
-    // units ≥ 32 = BLOCK_Q.
-    let tid = UNIT_POS_Y as usize * PLANE + UNIT_POS_X as usize;
+}
+
+/// The lse and D of query `qt + tid` for unit `tid < BLOCK_Q` (the head's rows from `rb` on), as
+/// `(lse, D)`: plain loads, issued a step before [`store_rows`] stores them, so that their
+/// latency passes under the step's products (stored right away, they stalled the first plane
+/// on every step while the others waited at the next barrier). Rows past Tq get lse = f32::MAX,
+/// so their P is 0.
+#[cube]
+fn load_rows(lse: &Tensor<f32>, delta: &Tensor<f32>, rb: usize, qt: usize, tq: usize, tid: usize) -> (f32, f32) {
+    let mut l = f32::max_value();
+    let mut dd = f32::new(0.0);
+    if tid < BLOCK_Q && qt + tid < tq {
+        l = lse[rb + qt + tid];
+        dd = delta[rb + qt + tid];
+    }
+    (l, dd)
+}
+
+/// Stores [`load_rows`]'s lse `l` and D `dd` into buffer `buf` of `lse_s` (in base 2, [`lse_base2`]) and
+/// `delta_s`; the caller synchronises.
+#[cube]
+fn store_rows(l: f32, dd: f32, lse_s: &mut SharedMemory<f32>, delta_s: &mut SharedMemory<f32>, buf: usize, tid: usize) {
     if tid < BLOCK_Q {
-        let qi = qt + tid;
-        let mut l = f32::max_value();
-        let mut dd = f32::new(0.0);
-        if qi < tq {
-            l = lse[rb + qi];
-            dd = delta[rb + qi];
-        }
         lse_s[buf * BLOCK_Q + tid] = lse_base2(l);
         delta_s[buf * BLOCK_Q + tid] = dd;
     }
@@ -377,6 +414,11 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     }
     let q_off = plane * ROWS_PER_PLANE * ld;
     let mut acc = zeros(comptime!(2 * (head_dim / 8)));
+    // Q's and dO's fragments, once (after a barrier that orders their staging): without them
+    // each key tile re-read 16 of its 112 fragment loads.
+    sync_cube();
+    let qa = hold_a::<F, N>(&qs, q_off, ld, head_dim, vs, ldmatrix);
+    let oa = hold_a::<F, N>(&dos, q_off, ld, head_dim, vs, ldmatrix);
 
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
@@ -404,8 +446,8 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
         // S = Q Kᵀ and dP = dO Vᵀ: [16, D] × [D, 64].
         let mut s = zeros(comptime!(2 * BLOCK_K / 8));
         let mut dp = zeros(comptime!(2 * BLOCK_K / 8));
-        abt::<F, N>(&qs, q_off, &ks, kvo, &mut s, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
-        abt::<F, N>(&dos, q_off, &vt, kvo, &mut dp, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
+        abt::<F, N>(&qs, q_off, &qa, &ks, kvo, &mut s, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate, true);
+        abt::<F, N>(&dos, q_off, &oa, &vt, kvo, &mut dp, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate, true);
         // dS = P∘(dP − D), into s; then, only in a tile some row of the cube cannot fully see,
         // zero on hidden keys (selects, not branches: P may be inf there). Rows past Tq and
         // padding queries have lse = f32::MAX, so P = 0.
@@ -554,10 +596,15 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
     // The head's Q/dO rows and lse/D entries.
     let (qh, oh, rh) = (q_b + h * q_hs, o_b + h * o_hs, r_b + h * tq);
     // Each query tile's Q/dO tiles are copied during the step before.
+    // units ≥ 32 = BLOCK_Q: the first plane moves lse and D.
+    let tid = plane * PLANE + lane;
     if q_start < tq {
-        stage_q_tile::<F, N, C>(q, dout, lse, delta, qh, q_rs, oh, o_rs, rh, q_start, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 0usize, ld, head_dim, vs, units);
+        stage_q_tile::<F, N, C>(q, dout, qh, q_rs, oh, o_rs, q_start, tq, &mut qs, &mut dos, 0usize, ld, head_dim, vs, units);
         C::commit(&fence0);
+        let (l, dd) = load_rows(lse, delta, rh, q_start, tq, tid);
+        store_rows(l, dd, &mut lse_s, &mut delta_s, 0usize, tid);
     }
+    let no_regs = Array::<Vector<F, Const<2>>>::new(1usize);
     let mut buf = 0usize;
     let mut qt = q_start;
     while qt < tq {
@@ -565,9 +612,11 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
         sync_cube();
         let next_qt = qt + BLOCK_Q;
         if next_qt < tq {
-            stage_q_tile::<F, N, C>(q, dout, lse, delta, qh, q_rs, oh, o_rs, rh, next_qt, tq, &mut qs, &mut dos, &mut lse_s, &mut delta_s, 1 - buf, ld, head_dim, vs, units);
+            stage_q_tile::<F, N, C>(q, dout, qh, q_rs, oh, o_rs, next_qt, tq, &mut qs, &mut dos, 1 - buf, ld, head_dim, vs, units);
             commit_to::<C>(1 - buf, &fence0, &fence1);
         }
+        // The next step's lse and D, stored after this step's products.
+        let (next_l, next_d) = load_rows(lse, delta, rh, next_qt, tq, tid);
         wait_for::<C>(buf, &fence0, &fence1);
         // This step's buffers: Q/dO in elements, lse/D in entries.
         let qo = buf * comptime!(BLOCK_Q * ld_tile(head_dim));
@@ -576,8 +625,9 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
             // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: [16, D] × [D, 32].
             let mut st = zeros(comptime!(2 * BLOCK_Q / 8));
             let mut dpt = zeros(comptime!(2 * BLOCK_Q / 8));
-            abt::<F, N>(&ks, k_off, &qs, qo, &mut st, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
-            abt::<F, N>(&vt, k_off, &dos, qo, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            // K's and V's fragments are re-read (held, they would take 64 more registers).
+            abt::<F, N>(&ks, k_off, &no_regs, &qs, qo, &mut st, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate, false);
+            abt::<F, N>(&vt, k_off, &no_regs, &dos, qo, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate, false);
             // Pᵀ (into st) and dSᵀ = Pᵀ∘(dPᵀ − D) (into dpt); then, only in a tile where some
             // (key, query) pair of the cube is hidden, zero on hidden pairs (selects: P may be
             // inf there). Queries past Tq have lse = f32::MAX, so P = 0.
@@ -648,6 +698,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
             sync_cube();
             add_dq::<F, N>(&dss, &ks, dq_acc, rh, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
         }
+        // The other buffer is free since this step's first barrier; the next one orders these.
+        store_rows(next_l, next_d, &mut lse_s, &mut delta_s, 1 - buf, tid);
         buf = 1 - buf;
         qt = next_qt;
     }

@@ -55,7 +55,9 @@ enum What {
     /// ("queued": the device's time per run, as CUDA-event timings report it).
     /// Attention reports TFLOP/s (4·B·H·S²·D, halved when causal; backward counted as 2.5× the
     /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd). --bwd times the
-    /// backward kernels (--reference-bwd: the closed-form backward training uses by default).
+    /// forward and the backward from a fixed random dO (as FlashAttention's benchmarks call
+    /// out.backward(dO); here (out∘dO).backward(), one elementwise product each way), with
+    /// --reference-bwd the closed-form backward instead of the kernels.
     /// --baseline reference compares attention with the plain-ops reference instead of burn's
     /// attention (whose autotuning can take minutes on CUDA). On WGPU and CUDA each implementation's first call also reports device
     /// memory beyond its inputs: what it kept (its outputs, gradients with --bwd) and a bound on its
@@ -491,10 +493,14 @@ impl BenchTask {
             let ad = |t: &Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(t.clone()).require_grad();
             let (q, k, v, kr, vr) = (ad(&q), ad(&k), ad(&v), ad(&kr), ad(&vr));
             let mask = AttentionMask::<B>::new(a.causal, 0, None, s, s, dev);
-            let fused = measure::<B, _>(dev, w, r, || flash_attention(q.clone(), k.clone(), v.clone(), &mask).sum().backward())?;
+            // The backward starts from dO: burn seeds a root with ones, so the root is out∘dO
+            // (dO a constant), whose backward hands dO to the attention. A scalar root (`.sum()`)
+            // would add a reduction over the output and a broadcast to the timing.
+            let dout = Tensor::<B, 4>::from_inner(rnd([b, h, s, d]));
+            let fused = measure::<B, _>(dev, w, r, || (flash_attention(q.clone(), k.clone(), v.clone(), &mask) * dout.clone()).backward())?;
             let base = baseline(a.no_baseline, || match reference {
-                true => measure::<B, _>(dev, w, r, || attention_reference(q.clone(), k.clone(), v.clone(), &mask).sum().backward()),
-                false => measure::<B, _>(dev, w, r, || burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts).sum().backward()),
+                true => measure::<B, _>(dev, w, r, || (attention_reference(q.clone(), k.clone(), v.clone(), &mask) * dout.clone()).backward()),
+                false => measure::<B, _>(dev, w, r, || (burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts) * dout.clone()).backward()),
             })?;
             (fused, base)
         } else {
