@@ -30,15 +30,21 @@ B="kernels bench --device cuda --dtype bf16 --op attention --format json"
 # for the split between kernels) and writes a summary per sync; the last one is printed at the end.
 PROFILE="env CUBECL_DEBUG_LOG=$W/profile.log CUBECL_DEBUG_OPTION=profile"
 NCU=$(command -v ncu || find /usr/local /opt -name ncu -type f 2>/dev/null | head -1)
-if [ "${SET:-full}" = profile ]; then
-  # Where the backward's time goes: the default checks, forward+backward against the previous
-  # binary (interleaved), CubeCL's per-kernel split, and Nsight Compute on the three register-tile
-  # kernels where it exists and may read the counters.
-  C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
+# Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
+# warp, cp.async tiles, split backward with per-head dK/dV shares) in bf16; the fused backward
+# (opt-in); no GQA (dK/dV written directly); GQA 7 at head dim 64, not causal, off the tile grid.
+checks() {
+  local C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
   run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
+  run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
   run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
   run check_gqa7 30 $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
-  run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
+}
+if [ "${SET:-full}" = profile ]; then
+  # Where the backward's time goes: the checks, forward+backward against the previous
+  # binary (interleaved), CubeCL's per-kernel split, and Nsight Compute on the three register-tile
+  # kernels where it exists and may read the counters.
+  checks
   S="--seq-len 4096 --causal --no-baseline"
   for i in 1 2; do
     run fwdbwd_new_$i 30 $M $B $S --bwd
@@ -72,15 +78,7 @@ elif [ "${SET:-full}" = sweep ]; then
   run ppo_bwd 60 $M kernels bench --device cuda --dtype bf16 --op ppo --bwd --no-baseline --format json
   run profile_fwdbwd 40 $PROFILE $M $B --seq-len 4096 --causal --bwd --no-baseline --warmup 1 --repeats 3
 else
-  C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
-  # Correctness (kernels check runs the backward kernels too): the defaults (mma kernels, 32 rows per
-  # warp, cp.async tiles, split backward with per-head dK/dV shares) in bf16; the fused backward
-  # (opt-in); no GQA (dK/dV written directly); GQA 7 at head dim 64, not causal, off the tile grid.
-  run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
-  run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
-  run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
-  G="kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json"
-  run check_gqa7 30 $M $G
+  checks
   S="--seq-len 4096 --causal --no-baseline"
   # Timings at issue 3's shape (B 1, 28/4 heads, D 128, bf16), each against the previous binary
   # (carry/mlagent-old.gz), interleaved twice: the grid order and the dK/dV cubes of one head.

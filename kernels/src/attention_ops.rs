@@ -98,7 +98,7 @@ static BACKWARD_KERNEL: AtomicU8 = AtomicU8::new(0);
 /// The reference materialises `[Tq, Tk]` probabilities (like the CPU path) but runs on burn's
 /// tensor-core matmuls. By default ([`BackwardChoice::Auto`]) the kernels run where they are the
 /// register-tile ones (`crate::cube::attention_mma_bwd`: CUDA, f16/bf16, head dim a multiple of 16
-/// and at most 128; 2.3 ms forward + backward queued at B 1, 28/4 heads, 4096 tokens causal, D 128
+/// and at most 128; 2.0–2.1 ms forward + backward queued at B 1, 28/4 heads, 4096 tokens causal, D 128
 /// on an H200, BENCHMARKS.md) and the reference elsewhere: the portable kernels reached 2.34 TFLOP/s
 /// forward+backward on an H200, slower than the reference at training lengths, and the emulated
 /// ones are for tests. Training here runs in f32, so it gets the reference.

@@ -340,7 +340,8 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     };
     // The requested planes where they fit, else the split kernels' 4.
     let planes = Some(mma_bwd_planes(fused)).filter(|&p| mma_fits(p)).unwrap_or(attention_mma::PLANES);
-    let mma = mma_attention_ok(q, d) && mma_fits(planes) && mma_grid_ok(q);
+    let grid = mma_grid_ok(q);
+    let mma = grid && mma_attention_ok(q, d) && mma_fits(planes);
     match forward_kernel() {
         ForwardKernel::Portable => Backward::Portable,
         ForwardKernel::Auto if mma => Backward::Mma(planes, true, false, fused),
@@ -352,17 +353,13 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
         ForwardKernel::CmmaEmulated => Backward::Portable,
         ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(planes, forward_kernel() == ForwardKernel::Mma, false, fused),
         ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
-        ForwardKernel::MmaEmulated if mma_grid_ok(q) => {
+        ForwardKernel::MmaEmulated if grid => {
             attention_mma_bwd::emulation_planes(d, elem, max, fused).map_or(Backward::Portable, |p| Backward::Mma(p, false, true, fused))
         }
         ForwardKernel::MmaEmulated => Backward::Portable,
     }
 }
 
-/// Whether the register-tile forward ([`attention_mma`]) serves these inputs: f16/bf16, a head dim
-/// that is a multiple of 16 (at most [`attention_mma::MAX_HEAD_DIM`]), a runtime with the manual
-/// 16×8×16 MMA for that dtype into f32, 32-wide planes, and shared memory for
-/// [`attention_mma::PLANES`] planes.
 /// Whether the register-tile kernels' grids fit the device's cube counts: `B·H` cubes along x (see
 /// `attention_kernels::batch_head`), at most `⌈Tq/16⌉` tiles along y (wgpu allows 65535 per
 /// dimension; the other kernels put the batch on z and the heads on y).
@@ -372,6 +369,10 @@ fn mma_grid_ok<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
     b * h <= x as usize && tq.div_ceil(16) <= y as usize
 }
 
+/// Whether the register-tile forward ([`attention_mma`]) serves these inputs: f16/bf16, a head dim
+/// that is a multiple of 16 (at most [`attention_mma::MAX_HEAD_DIM`]), a runtime with the manual
+/// 16×8×16 MMA for that dtype into f32, 32-wide planes, and shared memory for
+/// [`attention_mma::PLANES`] planes.
 fn mma_attention_ok<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
     use cubecl::features::MmaConfig;
     use cubecl::ir::{ElemType, FloatKind, StorageType};

@@ -497,10 +497,11 @@ impl BenchTask {
             // (dO a constant), whose backward hands dO to the attention. A scalar root (`.sum()`)
             // would add a reduction over the output and a broadcast to the timing.
             let dout = Tensor::<B, 4>::from_inner(rnd([b, h, s, d]));
-            let fused = measure::<B, _>(dev, w, r, || (flash_attention(q.clone(), k.clone(), v.clone(), &mask) * dout.clone()).backward())?;
+            let from_dout = |out: Tensor<B, 4>| (out * dout.clone()).backward();
+            let fused = measure::<B, _>(dev, w, r, || from_dout(flash_attention(q.clone(), k.clone(), v.clone(), &mask)))?;
             let base = baseline(a.no_baseline, || match reference {
-                true => measure::<B, _>(dev, w, r, || (attention_reference(q.clone(), k.clone(), v.clone(), &mask) * dout.clone()).backward()),
-                false => measure::<B, _>(dev, w, r, || (burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts) * dout.clone()).backward()),
+                true => measure::<B, _>(dev, w, r, || from_dout(attention_reference(q.clone(), k.clone(), v.clone(), &mask))),
+                false => measure::<B, _>(dev, w, r, || from_dout(burn_attention(q.clone(), kr.clone(), vr.clone(), None, None, opts))),
             })?;
             (fused, base)
         } else {
