@@ -32,13 +32,27 @@ impl FromStr for DeviceKind {
             "cpu" | "flex" => Ok(Self::Cpu),
             "ndarray" | "cpu-ndarray" => Ok(Self::CpuNdarray),
             "wgpu" => Ok(Self::Wgpu),
-            "cuda" => Ok(Self::Cuda(0)),
+            "cuda" => cuda_libraries().map(|()| Self::Cuda(0)),
             other => match other.strip_prefix("cuda:").map(str::parse) {
-                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                Some(Ok(n)) => cuda_libraries().map(|()| Self::Cuda(n)),
                 _ => Err(format!("unknown device {other:?}: use cpu, ndarray, wgpu, cuda or cuda:N")),
             },
         }
     }
+}
+
+/// Whether `--device cuda` can start here: CubeCL loads the CUDA driver library and NVRTC at
+/// run time and panics on its first call when either is missing, so they are looked for (by the
+/// names cudarc loads them by) when the device is parsed.
+fn cuda_libraries() -> Result<(), String> {
+    // SAFETY: each call opens and closes the candidate libraries by name, as cudarc's loader does.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("the CUDA driver library (libcuda.so) is not found: install the NVIDIA driver, or use wgpu or cpu".into());
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err("NVRTC (libnvrtc.so) is not found: put the folder that holds it on LD_LIBRARY_PATH (not a stubs folder)".into());
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for DeviceKind {

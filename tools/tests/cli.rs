@@ -177,6 +177,22 @@ fn bad_inputs_are_one_line_errors() {
 }
 
 #[test]
+fn cuda_without_its_libraries_is_an_error_not_a_panic() {
+    // CubeCL loads libcuda and NVRTC on its first call and panics without them; the device
+    // parser looks for them first. On a machine that has both, the command runs.
+    let args = ["kernels", "check", "--device", "cuda", "--dtype", "f32", "--seq-len", "20", "--head-dim", "16", "--vocab", "50", "--tokens", "8", "--format", "json"];
+    let out = mlagent(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        assert!(last_json(&String::from_utf8_lossy(&out.stdout))["attention"]["fwd_rel_err"].is_f64(), "{stderr}");
+    } else {
+        assert!(!stderr.contains("panicked"), "panic: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: ") && first.contains("'cuda'") && (first.contains("libcuda.so") || first.contains("libnvrtc.so")), "{stderr}");
+    }
+}
+
+#[test]
 fn sft_trains_saves_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny");
