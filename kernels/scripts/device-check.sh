@@ -9,7 +9,8 @@
 #   bash kernels/scripts/device-check.sh     # at most DEADLINE (default 240) s plus one command
 #   SET=sweep …     timings over sequence lengths;  SET=profile …  checks, forward+backward against
 #                   the previous binary, CubeCL's per-kernel profile and Nsight Compute (PLANES=1 also
-#                   times 2 and 8 warps per backward cube)
+#                   times 2 and 8 warps per backward cube; DQ32=1 times and profiles the dQ kernel
+#                   with 32 rows per warp; FUSED=1 profiles the fused backward)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-device-out}; mkdir -p "$OUT"; W=$(mktemp -d); DEADLINE=${DEADLINE:-240}
@@ -37,6 +38,7 @@ checks() {
   local C="kernels check --device cuda --batch 2 --heads 6 --kv-heads 2 --seq-len 200 --head-dim 128 --vocab 1003 --tokens 64 --format json"
   run check_default 30 $M $C --dtype bf16 --causal --key-growth 12
   run check_fused 30 env MLAGENT_MMA_BWD=fused $M $C --dtype bf16 --causal --key-growth 12
+  run check_dq32 30 env MLAGENT_MMA_DQ_ROWS=32 $M $C --dtype bf16 --causal --key-growth 12
   run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
   run check_gqa7 30 $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
 }
@@ -46,10 +48,14 @@ if [ "${SET:-full}" = profile ]; then
   # kernels where it exists and may read the counters.
   checks
   S="--seq-len 4096 --causal --no-baseline"
+  # DQ32=1: also the dQ kernel with 32 rows per warp (MLAGENT_MMA_DQ_ROWS=32), interleaved, and
+  # under Nsight Compute.
   for i in 1 2; do
     run fwdbwd_new_$i 30 $M $B $S --bwd
     run fwdbwd_old_$i 30 $O $B $S --bwd
+    [ -n "${DQ32:-}" ] && run fwdbwd_dq32_$i 30 env MLAGENT_MMA_DQ_ROWS=32 $M $B $S --bwd
   done
+  [ -n "${DQ32:-}" ] && run fwdbwd_8192_dq32 30 env MLAGENT_MMA_DQ_ROWS=32 $M $B --seq-len 8192 --causal --no-baseline --bwd
   # Warps per backward cube (PLANES=1): 8 (128 rows, one cube per SM by registers) and 2 (four).
   if [ -n "${PLANES:-}" ]; then
     run fwdbwd_p8 30 env MLAGENT_MMA_BWD_PLANES=8 $M $B $S --bwd
@@ -67,6 +73,19 @@ if [ "${SET:-full}" = profile ]; then
       --section MemoryWorkloadAnalysis $M $B $S --bwd --warmup 0 --repeats 1
     run ncu_stalls 60 $NCU -k "$K" --launch-count 3 --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
       $M $B $S --bwd --warmup 0 --repeats 1
+    [ -n "${DQ32:-}" ] && run ncu_dq32 60 env MLAGENT_MMA_DQ_ROWS=32 $NCU -k 'regex:flash_dq_mma' --launch-count 1 --section SpeedOfLight \
+      --section Occupancy --section LaunchStats --metrics 'regex:smsp__average_warps_issue_stalled_(long|short)_scoreboard_per_issue_active\.ratio|smsp__average_warps_issue_stalled_(barrier|wait|mio_throttle)_per_issue_active\.ratio' \
+      $M $B $S --bwd --warmup 0 --repeats 1
+    # FUSED=1: the fused backward (one kernel, dQ by atomic adds; five products instead of seven, yet
+    # slower when timed) under the same sections, and its machine code with the stall samples of
+    # each instruction (the hottest printed last).
+    if [ -n "${FUSED:-}" ]; then
+      run ncu_fused 60 env MLAGENT_MMA_BWD=fused $NCU -k 'regex:flash_dkv_mma' --launch-count 1 --section SpeedOfLight \
+        --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+        --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' $M $B $S --bwd --warmup 0 --repeats 1
+      run ncu_fused_sass 90 env MLAGENT_MMA_BWD=fused $NCU -k 'regex:flash_dkv_mma' --launch-count 1 --section SourceCounters \
+        --section WarpStateStats --page source --print-source sass --csv $M $B $S --bwd --warmup 0 --repeats 1
+    fi
   else echo "no ncu" | tee -a "$W/summary.txt"; fi
 elif [ "${SET:-full}" = sweep ]; then
   # Timings only (the kernels as checked by a full run): the forward over sequence lengths, to
@@ -110,7 +129,11 @@ for f in "${NAMES[@]}"; do [ -e "$W/$f.out" ] || continue
   echo "| $f | $r |"; done
 [ -s "$W/profile.log" ] && { echo "-- per-kernel times, forward+backward at 4096 (the last profile summary)"
   tac "$W/profile.log" | sed -n '1,/| Name /p' | tac | grep '^|' | cut -c1-120 | head -16; }
-for f in ncu_sections ncu_stalls ncu_old_dq; do [ -s "$W/$f.out" ] || continue; echo "-- $f"
+for f in ncu_sections ncu_stalls ncu_old_dq ncu_dq32 ncu_fused; do [ -s "$W/$f.out" ] || continue; echo "-- $f"
   grep -E 'flash_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Thr|Memory Throughput|Warp Cycles Per Issued|Issued Ipc|No Eligible|Block Limit|Shared Memory Config|stalled_[a-z_]+_per_issue_active|Dynamic Shared|Static Shared|L1/TEX Hit|Bank' "$W/$f.out" \
     | grep -v '^==' | sed 's/  */ /g' | awk '$NF != "0" || /flash_/' | cut -c1-110 | head -90; done
+# The fused kernel's 25 instructions with the most stall samples (column 3 of ncu's source page
+# holds them in the versions seen so far; the header line names the columns).
+[ -s "$W/ncu_fused_sass.out" ] && { echo "-- ncu_fused_sass: columns"; grep -m1 '"Address"' "$W/ncu_fused_sass.out" | cut -c1-300
+  grep '^"0x\|^"[0-9]' "$W/ncu_fused_sass.out" | awk -F'","' '{gsub(/"/,"",$3); print $3 "\t" $2}' | sort -g | tail -25 | cut -c1-140; }
 cat "$W/card.txt" "$W/summary.txt"

@@ -142,12 +142,16 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
         let family = if ldmatrix { Family::Mma } else { Family::MmaDirect };
         let suffix = if ldmatrix { "" } else { " direct" };
         // dQ per step: S, dP (4 pairs × 8 steps × 2 each) and dS K (4 steps × 8 pairs × 2).
-        let k = FlashDqMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, dtypes);
+        let k = FlashDqMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, 1, ldmatrix, false, dtypes);
         push(format!("mma dq causal{suffix}"), family, 3 * 4 * 8 * 2, k.define());
         // dK/dV per step: Sᵀ, dPᵀ (2 × 8 × 2 each), Pᵀ dO and dSᵀ Q (2 × 8 × 2 each).
         let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, ldmatrix, false, false, dkv_dtypes);
         push(format!("mma dkv causal{suffix}"), family, 4 * 2 * 8 * 2, k.define());
     }
+    // dQ with two M tiles per plane (`MLAGENT_MMA_DQ_ROWS=32`): per 64-key tile two 32-key halves,
+    // each S, dP (2 M tiles × 2 pairs × 8 steps × 2) and dS K (2 × 2 steps × 8 pairs × 2).
+    let k = FlashDqMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, 2, true, false, dtypes);
+    push("mma dq causal m32".into(), Family::Mma, 2 * 3 * 2 * 2 * 8 * 2, k.define());
     // The fused backward (`MLAGENT_MMA_BWD=fused`): dK/dV's products, then each plane's quarter of
     // dS K ([16, 64] × [64, 64]: 4 steps × 4 pairs × 2).
     let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, planes, true, false, true, dkv_dtypes);
@@ -201,8 +205,8 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
         k("target grad", cuda(TargetGradKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), t(), t(), dtypes).define())),
         // O, dO (8-lane vectors), delta; head dim 128, not unrolled (as launched at D 128).
         elementwise_kernel("attention delta", FlashDeltaKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), 8, 128, false, bf16).define()),
-        // The dK, dV f32 shares, dK, dV; the group size.
-        elementwise_kernel("attention group sum", GroupSumKernel::<WgpuRuntime>::new(elementwise, client, t(), t(), t(), t(), (), bf16).define()),
+        // The dK, dV f32 shares (4-lane vectors), dK, dV; 7 heads per group (issue 3's 28 / 4).
+        elementwise_kernel("attention group sum", GroupSumKernel::<WgpuRuntime>::new(elementwise, client, t(), t(), t(), t(), 4, 7, bf16).define()),
     ]
 }
 
@@ -213,7 +217,7 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
 fn tensor_core_kernels_generate_cuda_source() {
     let Some(dev) = device() else { return };
     let kernels = tensor_core_kernels(&dev, 90);
-    assert_eq!(kernels.len(), 16 + 4 + 2);
+    assert_eq!(kernels.len(), 17 + 4 + 2);
     for k in &kernels {
         let (name, source) = (&k.name, &k.source);
         if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {

@@ -146,8 +146,9 @@ fn flash_attention_kernels_match_reference() {
     // both passes) and 64 (f16, forward) passed when run by hand; see BENCHMARKS.md. Lavapipe's 32
     // KiB of shared memory holds the double-buffered backward kernels with 1 plane in f32 but 4 in
     // f16, so the f16 case runs the kernel backward too (99 s): the only multi-plane backward here.
-    // Then two M tiles per plane (32 rows, the default on CUDA): rows past Tq in a 128-row cube
-    // (5 queries), padding, rising keys (one more forward shader; the backward is the same).
+    // Then two M tiles per plane (32 rows, the default on CUDA) in the forward and the dQ kernel
+    // (`MLAGENT_MMA_DQ_ROWS=32`: each 64-key tile in two 32-key halves): rows past Tq in a 128-row
+    // cube (5 queries), padding, rising keys (one more forward and one more dQ shader).
     // Last, the fused backward (dQ by atomic adds from the dK/dV kernel): f32 with 2 planes (GQA 3
     // and 7, padding, a KV-cache offset; one shader) and f16 with 4, two of which only repeat
     // another's dQ product at head dim 16 (`dq_split`).
@@ -165,14 +166,16 @@ fn flash_attention_kernels_match_reference() {
     for (c, dtype, tol, mtiles, fused) in emulated {
         crate::attention_ops::set_backward_kernel(true);
         crate::cube::set_mma_mtiles(mtiles);
+        crate::cube::set_mma_dq_mtiles(mtiles);
         crate::cube::set_mma_fused_bwd(fused);
         let started = std::time::Instant::now();
         let elem = if dtype == FloatDType::F32 { 4 } else { 2 };
         let planes = attention_mma::emulation_planes(c.head_dim, elem, mtiles, max_shared);
-        let bwd_planes = crate::cube::attention_mma_bwd::emulation_planes(c.head_dim, elem, max_shared, fused);
+        let bwd_planes = crate::cube::attention_mma_bwd::emulation_planes(c.head_dim, elem, max_shared, fused, mtiles);
         assert!(planes.is_some() && bwd_planes.is_some(), "{c:?} {dtype:?}: no plane count fits {max_shared} bytes of shared memory");
         let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, dtype, &dev);
         assert_eq!(crate::cube::last_backward_fused(), fused, "{c:?}: the backward that ran");
+        assert_eq!(crate::cube::last_backward_dq_mtiles(), if fused { 0 } else { mtiles }, "{c:?}: the dQ kernel that ran");
         let bwd = if fused { "emulated fused mma kernel" } else { "emulated mma kernels" };
         let ran = crate::cube::last_forward_kernel();
         eprintln!("attention, emulated {ran:?} forward ({planes:?} planes), backward {bwd} ({bwd_planes:?}) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?} ({:.0?})", started.elapsed());
@@ -180,6 +183,7 @@ fn flash_attention_kernels_match_reference() {
         assert!(e.iter().all(|x| *x < tol), "emulated mma {c:?} {dtype:?} mtiles {mtiles}: {e:?}");
     }
     crate::cube::set_mma_mtiles(2);
+    crate::cube::set_mma_dq_mtiles(1);
     crate::cube::set_mma_fused_bwd(false);
     crate::attention_ops::set_backward_kernel(true);
     set_forward_kernel(ForwardKernel::Auto);

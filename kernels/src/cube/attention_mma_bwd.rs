@@ -6,9 +6,10 @@
 //! `dK = scale·dSᵀ Q`, `dV = Pᵀ dO`.
 //!
 //! Two kernels, as the tensor-core ones of [`super::attention_cmma_bwd`]:
-//! - [`flash_dq_mma_kernel`]: cube = `16·planes` query rows of one head; per 64-key tile each plane
-//!   computes `S` and `dP` `[16, 64]` in accumulators, turns them into `dS` in registers, and adds
-//!   `dS K` to its dQ accumulators (the `dS` accumulator pairs are the A fragments).
+//! - [`flash_dq_mma_kernel`]: cube = `16·mtiles·planes` query rows of one head; per 64-key tile
+//!   each plane computes `S` and `dP` (`[16, 64]`, or `[32, 32]` twice with two M tiles) in
+//!   accumulators, turns them into `dS` in registers, and adds `dS K` to its dQ accumulators (the
+//!   `dS` accumulator pairs are the A fragments).
 //! - [`flash_dkv_mma_kernel`]: cube = `16·planes` key rows and one query head; loops over the head's
 //!   32-query tiles (with grouped-query attention each head's share of dK and dV, added up per KV
 //!   head by [`super::attention_kernels::group_sum_kernel`]); each plane
@@ -39,10 +40,10 @@ pub const BLOCK_K: usize = 64;
 /// Queries per step of the dK/dV kernel.
 pub const BLOCK_Q: usize = 32;
 
-/// Shared memory of [`flash_dq_mma_kernel`] in bytes: Q and dO rows, two K and two V tiles, the
-/// emulation scratch, two fences.
-pub fn dq_shared_bytes(d: usize, elem: usize, planes: usize, emulate: bool) -> usize {
-    (2 * planes * ROWS_PER_PLANE + 4 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate) + 16
+/// Shared memory of [`flash_dq_mma_kernel`] with `mtiles` M tiles per plane in bytes: Q and dO
+/// rows, two K and two V tiles, the emulation scratch, two fences.
+pub fn dq_shared_bytes(d: usize, elem: usize, planes: usize, mtiles: usize, emulate: bool) -> usize {
+    (2 * planes * mtiles * ROWS_PER_PLANE + 4 * BLOCK_K) * ld_tile(d) * elem + 4 * scratch_len(planes, emulate) + 16
 }
 
 /// Shared memory of [`flash_dkv_mma_kernel`] in bytes: K and V rows, two Q and two dO tiles, the
@@ -79,33 +80,37 @@ pub const fn dq_split(planes: usize, head_dim: usize) -> (usize, usize) {
     (m_split, d)
 }
 
-/// Planes per cube when emulating: the most (≤ 4) for which the kernels that run (both, or the
-/// fused one) fit `max_shared` bytes; `None` when none does or the head dim is not a multiple of
-/// 16 (at most [`MAX_HEAD_DIM`]).
-pub fn emulation_planes(d: usize, elem: usize, max_shared: usize, fused: bool) -> Option<usize> {
+/// Planes per cube when emulating: the most (≤ 4) for which the kernels that run (both, the dQ
+/// kernel with `dq_mtiles` M tiles per plane, or the fused one) fit `max_shared` bytes; `None`
+/// when none does or the head dim is not a multiple of 16 (at most [`MAX_HEAD_DIM`]).
+pub fn emulation_planes(d: usize, elem: usize, max_shared: usize, fused: bool, dq_mtiles: usize) -> Option<usize> {
     if !d.is_multiple_of(16) || d > MAX_HEAD_DIM {
         return None;
     }
     [4, 2, 1].into_iter().find(|&p| {
-        let dq = if fused { 0 } else { dq_shared_bytes(d, elem, p, true) };
+        let dq = if fused { 0 } else { dq_shared_bytes(d, elem, p, dq_mtiles, true) };
         dq.max(dkv_shared_bytes(d, elem, p, true, fused)) <= max_shared
     })
 }
 
-/// Loop passes one unit makes at most, the larger of the two kernels (for the software adapter's
-/// loop limit; every other loop is unrolled): tile loops and staging.
-pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize) -> usize {
+/// Loop passes one unit makes at most, the larger of the two kernels (the dQ kernel with
+/// `dq_mtiles` M tiles per plane; for the software adapter's loop limit; every other loop is
+/// unrolled): tile loops and staging.
+pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize, dq_mtiles: usize) -> usize {
     let units = planes * PLANE;
     let stage = |rows: usize| (rows * d).div_ceil(units) + 1;
-    let edges = 2 * stage(planes * ROWS_PER_PLANE) + 1;
-    let dq = tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K)) + edges;
-    let dkv = 1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q)) + edges;
+    let edges = |mtiles: usize| 2 * stage(planes * mtiles * ROWS_PER_PLANE) + 1;
+    // Per key tile: the loop pass, the K/V staging, and the dQ kernel's halves (a loop when emulated).
+    let dq = tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K) + dq_mtiles) + edges(dq_mtiles);
+    let dkv = 1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q)) + edges(1);
     dq.max(dkv)
 }
 
-/// `a · b` fragments for `[16, D] × [D, 16·pairs]` into `acc` (column pair `jp` in vectors
-/// `4jp..4jp + 4`): A rows at element `a_off` of `a_sh`, or with `held` A's fragments from
-/// [`hold_a`] in `a_regs`; B's columns the rows of `b_sh` from element `b_off` (`X Yᵀ`).
+/// `a · b` fragments for `[16·mtiles, D] × [D, 16·pairs]` into `acc` (M tile `mt`, column pair
+/// `jp` in vectors `mt·stride + 4jp .. + 4`): A's rows at element `a_off` of `a_sh` (M tile `mt`
+/// 16 rows further per tile), or with `held` (one M tile) A's fragments from [`hold_a`] in
+/// `a_regs`; B's columns the rows of `b_sh` from element `b_off` (`X Yᵀ`). Each B fragment serves
+/// every M tile.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn abt<F: Float, N: Size>(
@@ -117,6 +122,8 @@ fn abt<F: Float, N: Size>(
     acc: &mut Array<Vector<f32, Const<2>>>,
     xs: &mut SharedMemory<f32>,
     #[comptime] pairs: usize,
+    #[comptime] mtiles: usize,
+    #[comptime] stride: usize,
     #[comptime] ld: usize,
     #[comptime] head_dim: usize,
     #[comptime] vs: usize,
@@ -126,23 +133,26 @@ fn abt<F: Float, N: Size>(
 ) {
     #[unroll]
     for kk in 0..comptime!(head_dim / 16) {
-        let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
+        let mut a = Array::<Vector<F, Const<2>>>::new(comptime!(4 * mtiles));
         if comptime!(held) {
             #[unroll]
             for i in 0..4usize {
                 a[i] = a_regs[4 * kk + i];
             }
         } else {
-            let f = load_a::<F, N>(a_sh, a_off + kk * 16, ld, vs, ldmatrix);
             #[unroll]
-            for i in 0..4usize {
-                a[i] = f[i];
+            for mt in 0..mtiles {
+                let f = load_a::<F, N>(a_sh, a_off + mt * 16 * ld + kk * 16, ld, vs, ldmatrix);
+                #[unroll]
+                for i in 0..4usize {
+                    a[mt * 4 + i] = f[i];
+                }
             }
         }
         #[unroll]
         for jp in 0..pairs {
             let f = load_bt_pair::<F, N>(b_sh, b_off + jp * 16 * ld + kk * 16, ld, vs, ldmatrix);
-            mma_pair_tiles::<F>(&a, &f, acc, 1usize, 0usize, comptime!(jp * 4), xs, emulate);
+            mma_pair_tiles::<F>(&a, &f, acc, mtiles, stride, comptime!(jp * 4), xs, emulate);
         }
     }
 }
@@ -163,8 +173,10 @@ fn hold_a<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usize, #[comp
     regs
 }
 
-/// `acc[16, D] += p[16, 16·steps] · b_sh[16·steps, D]` (`b_sh`'s rows from element `b_off`): `p`'s accumulator pairs (blocks of 8
-/// columns in vectors `2j`, `2j + 1`) cast to the input dtype as A fragments.
+/// `acc[16·mtiles, D] += p[16·mtiles, 16·steps] · b_sh[16·steps, D]` (`b_sh`'s rows from element
+/// `b_off`): `p`'s accumulator pairs (M tile `mt`'s blocks of 8 columns in vectors `mt·p_stride +
+/// 2j`, `+ 1`) cast to the input dtype as A fragments; `acc`'s M tile `mt` from vector
+/// `mt·acc_stride`. Each B fragment serves every M tile.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn pv<F: Float, N: Size>(
@@ -174,6 +186,9 @@ fn pv<F: Float, N: Size>(
     acc: &mut Array<Vector<f32, Const<2>>>,
     xs: &mut SharedMemory<f32>,
     #[comptime] steps: usize,
+    #[comptime] mtiles: usize,
+    #[comptime] p_stride: usize,
+    #[comptime] acc_stride: usize,
     #[comptime] ld: usize,
     #[comptime] head_dim: usize,
     #[comptime] vs: usize,
@@ -182,16 +197,19 @@ fn pv<F: Float, N: Size>(
 ) {
     #[unroll]
     for kk in 0..steps {
-        let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
+        let mut a = Array::<Vector<F, Const<2>>>::new(comptime!(4 * mtiles));
         #[unroll]
-        for i in 0..4usize {
-            // Register i: row half i % 2, column block 2kk + i / 2.
-            a[i] = Vector::<F, Const<2>>::cast_from(p[2 * (2 * kk + i / 2) + i % 2]);
+        for mt in 0..mtiles {
+            #[unroll]
+            for i in 0..4usize {
+                // Register i: row half i % 2, column block 2kk + i / 2.
+                a[mt * 4 + i] = Vector::<F, Const<2>>::cast_from(p[mt * p_stride + 2 * (2 * kk + i / 2) + i % 2]);
+            }
         }
         #[unroll]
         for dp in 0..comptime!(head_dim / 16) {
             let f = load_b_pair::<F, N>(b_sh, b_off + kk * 16 * ld + dp * 16, ld, vs, ldmatrix);
-            mma_pair_tiles::<F>(&a, &f, acc, 1usize, 0usize, comptime!(dp * 4), xs, emulate);
+            mma_pair_tiles::<F>(&a, &f, acc, mtiles, acc_stride, comptime!(dp * 4), xs, emulate);
         }
     }
 }
@@ -339,9 +357,13 @@ fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
     a
 }
 
-/// dQ: cube (batch·head, `16·planes` query rows, 1) (see
+/// dQ: cube (batch·head, `16·mtiles·planes` query rows, 1) (see
 /// [`super::attention_kernels::batch_head`]); dq `[B, H, Tq, D]`, lse and delta `[B, H, Tq]`
 /// contiguous; Q, K, V, dO as vectors of `N` (see [`super::attention_mma::flash_fwd_mma_kernel`]).
+/// Each plane owns `mtiles` 16-row M tiles. With 1 it holds its rows' Q and dO fragments and
+/// takes each 64-key tile at once; with 2 (32 rows, as the forward's default) its accumulators
+/// double, so it takes the tile as two 32-key halves (`S` and `dP` `[32, 32]`) and re-reads Q's
+/// and dO's fragments: 80 fragment loads per 192 tensor-core operations instead of 96.
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
@@ -358,6 +380,7 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     #[comptime] causal: bool,
     #[comptime] head_dim: usize,
     #[comptime] planes: usize,
+    #[comptime] mtiles: usize,
     #[comptime] ldmatrix: bool,
     #[comptime] emulate: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
@@ -365,7 +388,8 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let lane = UNIT_POS_X as usize;
     let plane = UNIT_POS_Y as usize;
     let units = comptime!(PLANE * planes);
-    let rows = comptime!(ROWS_PER_PLANE * planes);
+    let plane_rows = comptime!(ROWS_PER_PLANE * mtiles);
+    let rows = comptime!(plane_rows * planes);
     let (nh, tq) = (q.shape(1), q.shape(2));
     let (b, h) = batch_head(nh);
     // Causal: the longest query tiles first.
@@ -376,6 +400,12 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     let ld = comptime!(ld_tile(head_dim));
     let vs = q.vector_size();
     let nd = comptime!(head_dim / 8);
+    // Keys per product step and the accumulators' vectors per M tile (S/dP and dQ).
+    let sub = comptime!(if mtiles == 1 { BLOCK_K } else { BLOCK_K / 2 });
+    let sl = comptime!(2 * sub / 8);
+    let ol = comptime!(2 * nd);
+    let nr = comptime!(2 * mtiles);
+    let held = comptime!(mtiles == 1);
 
     let mut qs = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
     let mut dos = SharedMemory::<Vector<F, N>>::new(comptime!(rows * ld_tile(head_dim) / vs));
@@ -392,33 +422,43 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
     stage_rows_vec::<F, N>(q, qb, q.stride(2), first_row, tq, &mut qs, 0usize, rows, ld, head_dim, vs, units);
     stage_rows_vec::<F, N>(dout, ob, dout.stride(2), first_row, tq, &mut dos, 0usize, rows, ld, head_dim, vs, units);
 
-    // This unit's rows g and g + 8 of its plane: visible keys [pad_b, hi), lse and D.
+    // This unit's rows: i = 2·mt + r is row g + 16·mt + 8·r of its plane. Visible keys [pad_b,
+    // hi), lse and D.
     let g = lane / 4;
     let t = lane % 4;
-    let row0 = first_row + plane * ROWS_PER_PLANE + g;
-    let mut hi = Array::<usize>::new(2usize);
+    let row0 = first_row + plane * plane_rows + g;
+    let mut hi = Array::<usize>::new(nr);
     // P = 2^(s·scale₂ − lse₂): lse in base 2.
     let scale2 = scale * LOG2_E;
-    let mut lse_r = Array::<f32>::new(2usize);
-    let mut delta_r = Array::<f32>::new(2usize);
+    let mut lse_r = Array::<f32>::new(nr);
+    let mut delta_r = Array::<f32>::new(nr);
     #[unroll]
-    for r in 0..2usize {
-        let row = row0 + 8 * r;
-        hi[r] = visible_end(row, tk, q_offset, causal);
-        lse_r[r] = f32::max_value();
-        delta_r[r] = f32::new(0.0);
+    for i in 0..nr {
+        let row = row0 + comptime!(16 * (i / 2) + 8 * (i % 2));
+        hi[i] = visible_end(row, tk, q_offset, causal);
+        lse_r[i] = f32::max_value();
+        delta_r[i] = f32::new(0.0);
         if row < tq {
-            lse_r[r] = lse_base2(lse[(b * nh + h) * tq + row]);
-            delta_r[r] = delta[(b * nh + h) * tq + row];
+            lse_r[i] = lse_base2(lse[(b * nh + h) * tq + row]);
+            delta_r[i] = delta[(b * nh + h) * tq + row];
         }
     }
-    let q_off = plane * ROWS_PER_PLANE * ld;
-    let mut acc = zeros(comptime!(2 * (head_dim / 8)));
-    // Q's and dO's fragments, once (after a barrier that orders their staging): without them
-    // each key tile re-read 16 of its 112 fragment loads.
+    let q_off = plane * plane_rows * ld;
+    let mut acc = zeros(comptime!(mtiles * ol));
+    // With one M tile, Q's and dO's fragments once (after a barrier that orders their staging):
+    // without them each key tile re-read 16 of its 112 fragment loads.
     sync_cube();
-    let qa = hold_a::<F, N>(&qs, q_off, ld, head_dim, vs, ldmatrix);
-    let oa = hold_a::<F, N>(&dos, q_off, ld, head_dim, vs, ldmatrix);
+    let mut qa = Array::<Vector<F, Const<2>>>::new(comptime!(if mtiles == 1 { 4 * (head_dim / 16) } else { 1usize }));
+    let mut oa = Array::<Vector<F, Const<2>>>::new(comptime!(if mtiles == 1 { 4 * (head_dim / 16) } else { 1usize }));
+    if comptime!(held) {
+        let fq = hold_a::<F, N>(&qs, q_off, ld, head_dim, vs, ldmatrix);
+        let fo = hold_a::<F, N>(&dos, q_off, ld, head_dim, vs, ldmatrix);
+        #[unroll]
+        for i in 0..comptime!(4 * (head_dim / 16)) {
+            qa[i] = fq[i];
+            oa[i] = fo[i];
+        }
+    }
 
     let kb = b * k.stride(0) + kvh * k.stride(1);
     let vb = b * v.stride(0) + kvh * v.stride(1);
@@ -442,59 +482,72 @@ pub fn flash_dq_mma_kernel<F: Float, I: Numeric, N: Size, C: TileCopy>(
             commit_to::<C>(1 - buf, &fence0, &fence1);
         }
         wait_for::<C>(buf, &fence0, &fence1);
-        let kvo = buf * comptime!(BLOCK_K * ld_tile(head_dim));
-        // S = Q Kᵀ and dP = dO Vᵀ: [16, D] × [D, 64].
-        let mut s = zeros(comptime!(2 * BLOCK_K / 8));
-        let mut dp = zeros(comptime!(2 * BLOCK_K / 8));
-        abt::<F, N>(&qs, q_off, &qa, &ks, kvo, &mut s, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate, true);
-        abt::<F, N>(&dos, q_off, &oa, &vt, kvo, &mut dp, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate, true);
-        // dS = P∘(dP − D), into s; then, only in a tile some row of the cube cannot fully see,
-        // zero on hidden keys (selects, not branches: P may be inf there). Rows past Tq and
-        // padding queries have lse = f32::MAX, so P = 0.
-        #[unroll]
-        for j in 0..comptime!(BLOCK_K / 8) {
+        // Unrolled on a GPU; emulated (lavapipe), a loop: its compiler took minutes more for the
+        // unrolled halves.
+        #[unroll(!emulate)]
+        for half in 0..comptime!(BLOCK_K / sub) {
+            // This step's keys: `sub` of them from key `k0`, their K/V rows from element `kvo`.
+            let kvo = buf * comptime!(BLOCK_K * ld_tile(head_dim)) + half * comptime!(sub * ld_tile(head_dim));
+            let k0 = kt + half * sub;
+            // S = Q Kᵀ and dP = dO Vᵀ: [16·mtiles, D] × [D, sub].
+            let mut s = zeros(comptime!(mtiles * sl));
+            let mut dp = zeros(comptime!(mtiles * sl));
+            abt::<F, N>(&qs, q_off, &qa, &ks, kvo, &mut s, &mut xs, comptime!(sub / 16), mtiles, sl, ld, head_dim, vs, ldmatrix, emulate, held);
+            abt::<F, N>(&dos, q_off, &oa, &vt, kvo, &mut dp, &mut xs, comptime!(sub / 16), mtiles, sl, ld, head_dim, vs, ldmatrix, emulate, held);
+            // dS = P∘(dP − D), into s; then, only in a step some row of the cube cannot fully
+            // see, zero on hidden keys (selects, not branches: P may be inf there). Rows past Tq
+            // and padding queries have lse = f32::MAX, so P = 0.
             #[unroll]
-            for r in 0..2usize {
-                let x = s[2 * j + r];
-                let y = dp[2 * j + r];
-                let mut ds = Vector::<f32, Const<2>>::empty();
+            for mt in 0..mtiles {
                 #[unroll]
-                for e in 0..2usize {
-                    let p = exp2(x[e] * scale2 - lse_r[r]);
-                    ds[e] = p * (y[e] - delta_r[r]);
-                }
-                s[2 * j + r] = ds;
-            }
-        }
-        if kt < pad_b || kt + BLOCK_K > full_end {
-            #[unroll]
-            for j in 0..comptime!(BLOCK_K / 8) {
-                #[unroll]
-                for r in 0..2usize {
-                    let mut ds = s[2 * j + r];
+                for j in 0..comptime!(sub / 8) {
                     #[unroll]
-                    for e in 0..2usize {
-                        let key = kt + 8 * j + 2 * t + e;
-                        ds[e] = select(key >= pad_b && key < hi[r], ds[e], f32::new(0.0));
+                    for r in 0..2usize {
+                        let x = s[mt * sl + 2 * j + r];
+                        let y = dp[mt * sl + 2 * j + r];
+                        let mut ds = Vector::<f32, Const<2>>::empty();
+                        #[unroll]
+                        for e in 0..2usize {
+                            let p = exp2(x[e] * scale2 - lse_r[2 * mt + r]);
+                            ds[e] = p * (y[e] - delta_r[2 * mt + r]);
+                        }
+                        s[mt * sl + 2 * j + r] = ds;
                     }
-                    s[2 * j + r] = ds;
                 }
             }
+            if k0 < pad_b || k0 + sub > full_end {
+                #[unroll]
+                for mt in 0..mtiles {
+                    #[unroll]
+                    for j in 0..comptime!(sub / 8) {
+                        #[unroll]
+                        for r in 0..2usize {
+                            let mut ds = s[mt * sl + 2 * j + r];
+                            #[unroll]
+                            for e in 0..2usize {
+                                let key = k0 + 8 * j + 2 * t + e;
+                                ds[e] = select(key >= pad_b && key < hi[2 * mt + r], ds[e], f32::new(0.0));
+                            }
+                            s[mt * sl + 2 * j + r] = ds;
+                        }
+                    }
+                }
+            }
+            // dQ += dS K: [16·mtiles, sub] × [sub, D].
+            pv::<F, N>(&s, &ks, kvo, &mut acc, &mut xs, comptime!(sub / 16), mtiles, sl, ol, ld, head_dim, vs, ldmatrix, emulate);
         }
-        // dQ += dS K: [16, 64] × [64, D].
-        pv::<F, N>(&s, &ks, kvo, &mut acc, &mut xs, comptime!(BLOCK_K / 16), ld, head_dim, vs, ldmatrix, emulate);
         kt = next;
         buf = 1 - buf;
     }
 
     #[unroll]
-    for r in 0..2usize {
-        let row = row0 + 8 * r;
+    for i in 0..nr {
+        let row = row0 + comptime!(16 * (i / 2) + 8 * (i % 2));
         if row < tq {
             let base = ((b * nh + h) * tq + row) * head_dim + 2 * t;
             #[unroll]
             for n in 0..nd {
-                let y = acc[2 * n + r] * Vector::new(scale);
+                let y = acc[comptime!((i / 2) * ol + 2 * n + i % 2)] * Vector::new(scale);
                 dq[base + 8 * n] = F::cast_from(y[0]);
                 dq[base + 8 * n + 1] = F::cast_from(y[1]);
             }
@@ -626,8 +679,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
             let mut st = zeros(comptime!(2 * BLOCK_Q / 8));
             let mut dpt = zeros(comptime!(2 * BLOCK_Q / 8));
             // K's and V's fragments are re-read (held, they would take 64 more registers).
-            abt::<F, N>(&ks, k_off, &no_regs, &qs, qo, &mut st, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate, false);
-            abt::<F, N>(&vt, k_off, &no_regs, &dos, qo, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate, false);
+            abt::<F, N>(&ks, k_off, &no_regs, &qs, qo, &mut st, &mut xs, comptime!(BLOCK_Q / 16), 1usize, 0usize, ld, head_dim, vs, ldmatrix, emulate, false);
+            abt::<F, N>(&vt, k_off, &no_regs, &dos, qo, &mut dpt, &mut xs, comptime!(BLOCK_Q / 16), 1usize, 0usize, ld, head_dim, vs, ldmatrix, emulate, false);
             // Pᵀ (into st) and dSᵀ = Pᵀ∘(dPᵀ − D) (into dpt); then, only in a tile where some
             // (key, query) pair of the cube is hidden, zero on hidden pairs (selects: P may be
             // inf there). Queries past Tq have lse = f32::MAX, so P = 0.
@@ -689,8 +742,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
                 }
             }
             // dV += Pᵀ dO and dK += dSᵀ Q: [16, 32] × [32, D].
-            pv::<F, N>(&st, &dos, qo, &mut acc_v, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
-            pv::<F, N>(&dpt, &qs, qo, &mut acc_k, &mut xs, comptime!(BLOCK_Q / 16), ld, head_dim, vs, ldmatrix, emulate);
+            pv::<F, N>(&st, &dos, qo, &mut acc_v, &mut xs, comptime!(BLOCK_Q / 16), 1usize, 0usize, 0usize, ld, head_dim, vs, ldmatrix, emulate);
+            pv::<F, N>(&dpt, &qs, qo, &mut acc_k, &mut xs, comptime!(BLOCK_Q / 16), 1usize, 0usize, 0usize, ld, head_dim, vs, ldmatrix, emulate);
         }
         if comptime!(fused) {
             // Every plane's dS is stored (and the next step's stores come after the loop's

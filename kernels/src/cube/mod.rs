@@ -244,6 +244,31 @@ pub fn mma_bwd_planes(fused: bool) -> usize {
     }
 }
 
+static MMA_DQ_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// 16-row M tiles per plane of the register-tile dQ kernel ([`attention_mma_bwd`]): 1 (16 query
+/// rows per plane, Q's and dO's fragments held in registers; the default, as timed) or 2 (32 rows,
+/// the forward's layout: 80 instead of 96 fragment loads per 192 tensor-core operations, checked by
+/// emulation and NVRTC, not yet timed on a card). [`set_mma_dq_mtiles`]'s, else
+/// `MLAGENT_MMA_DQ_ROWS=16|32` read once.
+pub fn mma_dq_mtiles() -> usize {
+    setting(&MMA_DQ_MTILES, || if std::env::var("MLAGENT_MMA_DQ_ROWS").as_deref() == Ok("32") { 2 } else { 1 }) as usize
+}
+
+/// Sets [`mma_dq_mtiles`] for this process (1 or 2).
+pub fn set_mma_dq_mtiles(mtiles: usize) {
+    assert!(mtiles == 1 || mtiles == 2, "dQ M tiles per plane: 1 or 2, not {mtiles}");
+    MMA_DQ_MTILES.store(mtiles as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+static LAST_BACKWARD_DQ_MTILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// M tiles per plane of the last register-tile dQ kernel that ran on a CubeCL device (0: none yet,
+/// or the fused backward).
+pub fn last_backward_dq_mtiles() -> usize {
+    LAST_BACKWARD_DQ_MTILES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 static LAST_BACKWARD_FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether the last attention backward on a CubeCL device ran the fused register-tile kernel.
@@ -316,8 +341,8 @@ enum Backward {
     Portable,
     /// [`attention_cmma_bwd`]: planes, tile (keys or queries per step), emulate.
     Cmma(usize, usize, bool),
-    /// [`attention_mma_bwd`]: planes, ldmatrix, emulate, fused.
-    Mma(usize, bool, bool, bool),
+    /// [`attention_mma_bwd`]: planes, ldmatrix, emulate, fused, the dQ kernel's M tiles per plane.
+    Mma(usize, bool, bool, bool, usize),
 }
 
 /// How the backward runs under [`forward_kernel`] (the backward follows the forward's choice): the
@@ -334,8 +359,9 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
         if cmma_supported(q, d) && fits(attention_cmma::PLANES, 64) { Backward::Cmma(attention_cmma::PLANES, 64, false) } else { Backward::Portable }
     };
     let fused = mma_fused_bwd();
+    let dq_mtiles = mma_dq_mtiles();
     let mma_fits = |p: usize| {
-        let dq = if fused { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, false) };
+        let dq = if fused { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, dq_mtiles, false) };
         dq.max(attention_mma_bwd::dkv_shared_bytes(d, elem, p, false, fused)) <= max
     };
     // The requested planes where they fit, else the split kernels' 4.
@@ -344,17 +370,17 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     let mma = grid && mma_attention_ok(q, d) && mma_fits(planes);
     match forward_kernel() {
         ForwardKernel::Portable => Backward::Portable,
-        ForwardKernel::Auto if mma => Backward::Mma(planes, true, false, fused),
+        ForwardKernel::Auto if mma => Backward::Mma(planes, true, false, fused, dq_mtiles),
         ForwardKernel::Auto | ForwardKernel::Cmma => cmma(),
         ForwardKernel::CmmaEmulated if d.is_multiple_of(16) && d <= 256 => [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)]
             .into_iter()
             .find(|&(p, t)| fits(p, t))
             .map_or(Backward::Portable, |(p, t)| Backward::Cmma(p, t, true)),
         ForwardKernel::CmmaEmulated => Backward::Portable,
-        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(planes, forward_kernel() == ForwardKernel::Mma, false, fused),
+        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(planes, forward_kernel() == ForwardKernel::Mma, false, fused, dq_mtiles),
         ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
         ForwardKernel::MmaEmulated if grid => {
-            attention_mma_bwd::emulation_planes(d, elem, max, fused).map_or(Backward::Portable, |p| Backward::Mma(p, false, true, fused))
+            attention_mma_bwd::emulation_planes(d, elem, max, fused, dq_mtiles).map_or(Backward::Portable, |p| Backward::Mma(p, false, true, fused, dq_mtiles))
         }
         ForwardKernel::MmaEmulated => Backward::Portable,
     }
@@ -777,14 +803,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             BackwardChoice::Kernels => true,
             BackwardChoice::Reference => false,
             // The register-tile kernels, not emulated (see `backward_choice`).
-            BackwardChoice::Auto => matches!(plan, Backward::Mma(_, _, false, _)),
+            BackwardChoice::Auto => matches!(plan, Backward::Mma(_, _, false, ..)),
         };
         if !kernels {
             return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);
         }
         let iterations = match plan {
             Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
-            Backward::Mma(planes, ..) => attention_mma_bwd::loop_iterations(tq, tk, d, planes),
+            Backward::Mma(planes, .., dq_mtiles) => attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles),
             // The tensor-core kernels run only on GPUs (no loop limit); the count is for the portable ones.
             _ => attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
                 .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh)),
@@ -819,8 +845,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dout.dtype.into(),
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
-        LAST_BACKWARD_FUSED.store(matches!(plan, Backward::Mma(.., true)), std::sync::atomic::Ordering::Relaxed);
-        if let Backward::Mma(planes, ldmatrix, emulate, fused) = plan {
+        LAST_BACKWARD_FUSED.store(matches!(plan, Backward::Mma(.., true, _)), std::sync::atomic::Ordering::Relaxed);
+        let ran_dq = match plan {
+            Backward::Mma(.., false, m) => m,
+            _ => 0,
+        };
+        LAST_BACKWARD_DQ_MTILES.store(ran_dq, std::sync::atomic::Ordering::Relaxed);
+        if let Backward::Mma(planes, ldmatrix, emulate, fused, dq_mtiles) = plan {
             // The split kernels write dQ; the fused one adds into f32 sums (below), so no dQ-sized
             // buffer is held for it meanwhile.
             let dq = (!fused).then(|| empty(&q, Shape::new([b, h, tq, d]), q.dtype));
@@ -851,7 +882,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 ($copy:ty) => {
                     if let Some(dq) = &dq { unsafe { attention_mma_bwd::flash_dq_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
-                        CubeCount::Static((b * h) as u32, tq.div_ceil(rows) as u32, 1),
+                        CubeCount::Static((b * h) as u32, tq.div_ceil(rows * dq_mtiles) as u32, 1),
                         cube_dim,
                         address_type,
                         vs,
@@ -868,6 +899,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         p.causal,
                         d,
                         planes,
+                        dq_mtiles,
                         ldmatrix,
                         emulate,
                         dtypes,
@@ -906,13 +938,17 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 launch!(tile_copy::SyncCopy);
             }
             if h != kh {
-                let n = b * kh * tk * d;
+                // All four contiguous with D a multiple of 16: the shares' widest vector fits the outputs too.
+                let address_type = addr(&[&dk_heads, &dk]);
+                let ([dk_heads, dv_heads], gvs) = vector_tiles([dk_heads, dv_heads], d);
+                let n = b * kh * tk * d / gvs;
                 let cube_dim = CubeDim::new(&client, n);
                 attention_kernels::group_sum_kernel::launch::<R>(
                     &client,
                     calculate_cube_count_elemwise(&client, n, cube_dim),
                     cube_dim,
-                    addr(&[&dk_heads, &dk]),
+                    address_type,
+                    gvs,
                     dk_heads.into_tensor_arg(),
                     dv_heads.into_tensor_arg(),
                     dk.clone().into_tensor_arg(),

@@ -349,10 +349,17 @@ fn check(a: CheckArgs) -> Result<()> {
 
 /// ", attention forward kernel: NAME" for the kernel the last attention forward ran on a CubeCL
 /// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it),
-/// and ", backward: fused mma kernel" when the last backward was that one; empty on the CPU.
+/// and ", backward: fused mma kernel" or ", backward: dQ kernel with 32 rows per warp" when the
+/// last backward was one of those; empty on the CPU.
 fn forward_kernel_note() -> String {
     let copies = if mlagent_kernels::cube::last_forward_async_copy() { " (cp.async tiles)" } else { "" };
-    let fused = if mlagent_kernels::cube::last_backward_fused() { ", backward: fused mma kernel" } else { "" };
+    let fused = if mlagent_kernels::cube::last_backward_fused() {
+        ", backward: fused mma kernel"
+    } else if mlagent_kernels::cube::last_backward_dq_mtiles() == 2 {
+        ", backward: dQ kernel with 32 rows per warp"
+    } else {
+        ""
+    };
     mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}{copies}{fused}"))
 }
 
@@ -671,7 +678,9 @@ fn bench(a: BenchArgs) -> Result<()> {
                 "dtype": format!("{dtype:?}").to_lowercase(), "results": r, "speedup": speedup,
                 "attention_forward_kernel": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_kernel).flatten(),
                 "attention_cp_async": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_async_copy),
-                "attention_bwd_fused": (op == Op::Attention && bwd).then(mlagent_kernels::cube::last_backward_fused)})
+                "attention_bwd_fused": (op == Op::Attention && bwd).then(mlagent_kernels::cube::last_backward_fused),
+                "attention_bwd_dq_rows_per_warp": (op == Op::Attention && bwd && mlagent_kernels::cube::last_backward_dq_mtiles() > 0)
+                    .then(|| 16 * mlagent_kernels::cube::last_backward_dq_mtiles())})
         );
     }
     Ok(())
