@@ -21,8 +21,9 @@
 //!   cast by the launcher; the dQ kernel does not run. Five products per (key, query) tile instead of seven; the atomic
 //!   order makes dQ's last bits vary from run to run.
 //!
-//! Q, K, V and dO are staged 16 bytes at a time. The dQ kernel holds its rows' Q and dO
-//! fragments in registers (`D/4` each per unit, beside `D/2 + 32 + 32` of accumulators); the
+//! Q, K, V and dO are staged 16 bytes at a time. With one M tile per plane the dQ kernel holds its
+//! rows' Q and dO fragments in registers (`D/4` each per unit, beside `D/2 + 32 + 32` of
+//! accumulators); with two it re-reads them for each 32-key half (accumulators `D + 32 + 32`); the
 //! dK/dV kernel re-reads K's and V's for each step (its accumulators take `D + 16 + 16`). `P` and `dS` are cast
 //! to the input dtype for their products, as FA2 does. Masking as the forward: key `j` is visible
 //! to query `i` of batch row `b` iff `j ≥ pad[b]` and, if causal, `j ≤ q_offset + i`; padding
