@@ -252,13 +252,28 @@ static MMA_DQ_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8:
 /// emulation and NVRTC, not yet timed on a card). [`set_mma_dq_mtiles`]'s, else
 /// `MLAGENT_MMA_DQ_ROWS=16|32` read once.
 pub fn mma_dq_mtiles() -> usize {
-    setting(&MMA_DQ_MTILES, || if std::env::var("MLAGENT_MMA_DQ_ROWS").as_deref() == Ok("32") { 2 } else { 1 }) as usize
+    mtiles_setting(&MMA_DQ_MTILES, "MLAGENT_MMA_DQ_ROWS", 1)
 }
 
 /// Sets [`mma_dq_mtiles`] for this process (1 or 2).
 pub fn set_mma_dq_mtiles(mtiles: usize) {
-    assert!(mtiles == 1 || mtiles == 2, "dQ M tiles per plane: 1 or 2, not {mtiles}");
-    MMA_DQ_MTILES.store(mtiles as u8, std::sync::atomic::Ordering::Relaxed);
+    store_mtiles(&MMA_DQ_MTILES, mtiles, "dQ M tiles per plane");
+}
+
+/// M tiles per plane held in `cell`: from the rows per plane in `var` (`16` → 1, `32` → 2;
+/// anything else or unset: `default`), read once, unless [`store_mtiles`] stored one before.
+fn mtiles_setting(cell: &std::sync::atomic::AtomicU8, var: &str, default: u8) -> usize {
+    setting(cell, || match std::env::var(var).as_deref() {
+        Ok("16") => 1,
+        Ok("32") => 2,
+        _ => default,
+    }) as usize
+}
+
+/// Stores `mtiles` (1 or 2) in `cell` for this process; `what` names the setting in the panic.
+fn store_mtiles(cell: &std::sync::atomic::AtomicU8, mtiles: usize, what: &str) {
+    assert!(mtiles == 1 || mtiles == 2, "{what}: 1 or 2, not {mtiles}");
+    cell.store(mtiles as u8, std::sync::atomic::Ordering::Relaxed);
 }
 
 static LAST_BACKWARD_DQ_MTILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -283,13 +298,12 @@ static MMA_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::ne
 /// accumulators; the default, 177 against 144 TFLOP/s on an H200 at 4096 tokens causal) or 1 (16
 /// rows, Q's fragments in registers). [`set_mma_mtiles`]'s, else `MLAGENT_MMA_ROWS=16|32` read once.
 pub fn mma_mtiles() -> usize {
-    setting(&MMA_MTILES, || if std::env::var("MLAGENT_MMA_ROWS").as_deref() == Ok("16") { 1 } else { 2 }) as usize
+    mtiles_setting(&MMA_MTILES, "MLAGENT_MMA_ROWS", 2)
 }
 
 /// Sets [`mma_mtiles`] for this process (1 or 2).
 pub fn set_mma_mtiles(mtiles: usize) {
-    assert!(mtiles == 1 || mtiles == 2, "M tiles per plane: 1 or 2, not {mtiles}");
-    MMA_MTILES.store(mtiles as u8, std::sync::atomic::Ordering::Relaxed);
+    store_mtiles(&MMA_MTILES, mtiles, "M tiles per plane");
 }
 
 /// Chooses the forward kernel for this process; see [`forward_kernel`].

@@ -679,8 +679,8 @@ fn bench(a: BenchArgs) -> Result<()> {
                 "attention_forward_kernel": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_kernel).flatten(),
                 "attention_cp_async": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_async_copy),
                 "attention_bwd_fused": (op == Op::Attention && bwd).then(mlagent_kernels::cube::last_backward_fused),
-                "attention_bwd_dq_rows_per_warp": (op == Op::Attention && bwd && mlagent_kernels::cube::last_backward_dq_mtiles() > 0)
-                    .then(|| 16 * mlagent_kernels::cube::last_backward_dq_mtiles())})
+                "attention_bwd_dq_rows_per_warp": (op == Op::Attention && bwd)
+                    .then(mlagent_kernels::cube::last_backward_dq_mtiles).filter(|&m| m > 0).map(|m| 16 * m)})
         );
     }
     Ok(())
