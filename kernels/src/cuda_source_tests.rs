@@ -20,7 +20,7 @@
 //! --nocapture` prints ptxas' and the machine code's numbers for all of them.
 
 use crate::cube::tile_copy::{AsyncCopy, SyncCopy};
-use crate::cube::{attention_cmma, attention_cmma_bwd, attention_mma, attention_mma_bwd};
+use crate::cube::{attention_cmma, attention_cmma_bwd, attention_mma, attention_mma_bwd, attention_mma_dkv};
 // The wgpu device that hosts the kernels' expansion (lavapipe in CI).
 use crate::wgpu_tests::device;
 use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
@@ -87,6 +87,7 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
     use attention_cmma_bwd::{flash_dkv_cmma_kernel::FlashDkvCmmaKernel, flash_dq_cmma_kernel::FlashDqCmmaKernel};
     use attention_mma::flash_fwd_mma_kernel::FlashFwdMmaKernel;
     use attention_mma_bwd::{flash_dkv_mma_kernel::FlashDkvMmaKernel, flash_dq_mma_kernel::FlashDqMmaKernel};
+    use attention_mma_dkv::flash_dkv_wide_kernel::FlashDkvWideKernel;
     let client = WgpuRuntime::client(dev);
     let d = HEAD_DIM;
     let dtypes: [StorageType; 2] = [ElemType::Float(FloatKind::BF16).into(), ElemType::Int(IntKind::I32).into()];
@@ -159,8 +160,13 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
     // With 8 planes (`MLAGENT_MMA_BWD_PLANES=8`, 128 keys): each plane's eighth of dS K is
     // [16, 128] × [128, 32] (8 steps × 2 pairs × 2).
     let mma8 = KernelSettings::default().cube_dim(CubeDim::new_2d(crate::cube::mma_frags::PLANE as u32, 8)).address_type(AddressType::U32);
-    let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma8, client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, 8, true, false, true, dkv_dtypes);
+    let k = FlashDkvMmaKernel::<AsyncCopy, WgpuRuntime>::new(mma8.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, 8, true, false, true, dkv_dtypes);
     push("mma bwd causal fused p8".into(), Family::Mma, 4 * 2 * 8 * 2 + 8 * 2 * 2, k.define());
+    // The wide dK/dV kernel (`MLAGENT_MMA_BWD=wide`, 8 planes: 128 keys, FA2's layout): per
+    // 64-query step each plane's Sᵀ and dPᵀ ([32, 128] × [128, 32]: 2 M tiles × 2 pairs × 8 steps
+    // × 2 each), then Pᵀ dO and dSᵀ Q ([32, 64] × [64, 64]: 4 steps × 2 M tiles × 4 pairs × 2 each).
+    let k = FlashDkvWideKernel::<AsyncCopy, WgpuRuntime>::new(mma8, client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, 8, true, false, dkv_dtypes);
+    push("mma dkv causal wide".into(), Family::Mma, 2 * (2 * 2 * 8 * 2) + 2 * (4 * 2 * 4 * 2), k.define());
     out.extend(logits_kernels(dev, sm));
     if let Some(dir) = std::env::var_os("MLAGENT_DUMP_CUDA") {
         for k in &out {
@@ -217,7 +223,7 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
 fn tensor_core_kernels_generate_cuda_source() {
     let Some(dev) = device() else { return };
     let kernels = tensor_core_kernels(&dev, 90);
-    assert_eq!(kernels.len(), 17 + 4 + 2);
+    assert_eq!(kernels.len(), 18 + 4 + 2);
     for k in &kernels {
         let (name, source) = (&k.name, &k.source);
         if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {
@@ -245,6 +251,13 @@ fn tensor_core_kernels_generate_cuda_source() {
                 let async_copy = !name.ends_with("sync");
                 assert_eq!(source.contains("__cp_async_shared_global<16>"), async_copy, "{name}: 16-byte cp.async");
                 assert_eq!(source.contains("atomicAdd"), name.contains("fused"), "{name}: atomic adds (dQ of the fused backward)");
+                if name.contains("wide") {
+                    // Per step: Sᵀ and dPᵀ (K or V as A for 2 M tiles, Q or dO as B for 2 pairs, × 8
+                    // steps of 16 dims) and Pᵀ/dSᵀ as A (2 M tiles × 4 steps of 16 queries), each
+                    // once per product; dO and Q as B, transposed (4 pairs × 4 steps, × 2).
+                    assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x("), 2 * (8 * 2 + 8 * 2) + 2 * (2 * 4), "{name}: ldmatrix");
+                    assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x_trans("), 2 * 4 * 4, "{name}: ldmatrix.trans");
+                }
             }
             // Fast exp: the accurate one costs several times the instructions per logit.
             Family::Logits => assert!(source.contains("__expf(") && !source.contains(" exp("), "{name}: exp not compiled to __expf"),

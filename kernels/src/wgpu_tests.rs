@@ -149,9 +149,14 @@ fn flash_attention_kernels_match_reference() {
     // Then two M tiles per plane (32 rows, the default on CUDA) in the forward and the dQ kernel
     // (`MLAGENT_MMA_DQ_ROWS=32`: each 64-key tile in two 32-key halves): rows past Tq in a 128-row
     // cube (5 queries), padding, rising keys (one more forward and one more dQ shader).
-    // Last, the fused backward (dQ by atomic adds from the dK/dV kernel): f32 with 2 planes (GQA 3
+    // Then the fused backward (dQ by atomic adds from the dK/dV kernel): f32 with 2 planes (GQA 3
     // and 7, padding, a KV-cache offset; one shader) and f16 with 4, two of which only repeat
     // another's dQ product at head dim 16 (`dq_split`).
+    // Last, the wide dK/dV kernel (FA2's warp layout, Pᵀ and dSᵀ through shared memory): f16 only
+    // (its f32 tiles pass lavapipe's 32 KiB), 2 planes, at head dim 16 both planes of the key group
+    // compute all 16 columns and one writes (`col_split`); GQA 3 with padding, rising keys and 150
+    // queries (three 64-query steps, the last partial), then causal with padding (key tiles past the
+    // first 64 queries skip the steps before them).
     let emulated = [
         (case(6, 2, 37, 37, 16, true, 0, Some(vec![0, 5])), FloatDType::F32, 1e-4, 1, false),
         (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 1, false),
@@ -163,20 +168,27 @@ fn flash_attention_kernels_match_reference() {
         (case(7, 1, 5, 40, 16, true, 35, None), FloatDType::F32, 1e-4, 1, true),
         (rising(case(3, 3, 150, 150, 16, false, 0, Some(vec![9]))), FloatDType::F16, 1e-2, 1, true),
     ];
-    for (c, dtype, tol, mtiles, fused) in emulated {
+    use crate::cube::BwdLayout;
+    let emulated = emulated.map(|(c, dtype, tol, mtiles, fused)| (c, dtype, tol, mtiles, if fused { BwdLayout::Fused } else { BwdLayout::Split }));
+    let wide = [
+        (rising(case(3, 1, 150, 150, 16, false, 0, Some(vec![9, 0]))), FloatDType::F16, 1e-2, 1, BwdLayout::Wide),
+        (rising(case(3, 1, 200, 200, 16, true, 0, Some(vec![0, 70]))), FloatDType::F16, 1e-2, 1, BwdLayout::Wide),
+    ];
+    for (c, dtype, tol, mtiles, layout) in emulated.into_iter().chain(wide) {
+        let fused = layout == BwdLayout::Fused;
         crate::attention_ops::set_backward_kernel(true);
         crate::cube::set_mma_mtiles(mtiles);
         crate::cube::set_mma_dq_mtiles(mtiles);
-        crate::cube::set_mma_fused_bwd(fused);
+        crate::cube::set_mma_bwd_layout(layout);
         let started = std::time::Instant::now();
         let elem = if dtype == FloatDType::F32 { 4 } else { 2 };
         let planes = attention_mma::emulation_planes(c.head_dim, elem, mtiles, max_shared);
         let bwd_planes = crate::cube::attention_mma_bwd::emulation_planes(c.head_dim, elem, max_shared, fused, mtiles);
         assert!(planes.is_some() && bwd_planes.is_some(), "{c:?} {dtype:?}: no plane count fits {max_shared} bytes of shared memory");
         let e = attention_rel_errors::<Autodiff<Wgpu>>(&c, dtype, &dev);
-        assert_eq!(crate::cube::last_backward_fused(), fused, "{c:?}: the backward that ran");
+        assert_eq!(crate::cube::last_backward_layout(), Some(layout), "{c:?}: the backward that ran");
         assert_eq!(crate::cube::last_backward_dq_mtiles(), if fused { 0 } else { mtiles }, "{c:?}: the dQ kernel that ran");
-        let bwd = if fused { "emulated fused mma kernel" } else { "emulated mma kernels" };
+        let bwd = format!("emulated mma kernels, {} layout", layout.name());
         let ran = crate::cube::last_forward_kernel();
         eprintln!("attention, emulated {ran:?} forward ({planes:?} planes), backward {bwd} ({bwd_planes:?}) {c:?} {dtype:?}: out/dq/dk/dv rel err {e:?} ({:.0?})", started.elapsed());
         assert_eq!(ran, Some(if mtiles == 1 { "mma-emulated" } else { "mma-emulated-m32" }), "{c:?}: the forward that ran");
@@ -184,7 +196,7 @@ fn flash_attention_kernels_match_reference() {
     }
     crate::cube::set_mma_mtiles(2);
     crate::cube::set_mma_dq_mtiles(1);
-    crate::cube::set_mma_fused_bwd(false);
+    crate::cube::set_mma_bwd_layout(BwdLayout::Split);
     crate::attention_ops::set_backward_kernel(true);
     set_forward_kernel(ForwardKernel::Auto);
     // The default backward (closed-form reference from burn ops).

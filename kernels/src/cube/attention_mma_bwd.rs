@@ -114,7 +114,7 @@ pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize, dq_mtiles:
 /// every M tile.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn abt<F: Float, N: Size>(
+pub(super) fn abt<F: Float, N: Size>(
     a_sh: &SharedMemory<Vector<F, N>>,
     a_off: usize,
     a_regs: &Array<Vector<F, Const<2>>>,
@@ -243,16 +243,16 @@ fn stage_q_tile<F: Float, N: Size, C: TileCopy>(
     copy_row_pair::<F, N, C>(q, qb, q_rs, dout, ob, o_rs, qt, tq, qs, dos, off, BLOCK_Q, ld, head_dim, vs, units);
 }
 
-/// The lse and D of query `qt + tid` for unit `tid < BLOCK_Q` (the head's rows from `rb` on), as
+/// The lse and D of query `qt + tid` for unit `tid < block` (the step's queries; the head's rows from `rb` on), as
 /// `(lse, D)`: plain loads, issued a step before [`store_rows`] stores them, so that their
 /// latency passes under the step's products (stored right away, they stalled the first plane
 /// on every step while the others waited at the next barrier). Rows past Tq get lse = f32::MAX,
 /// so their P is 0.
 #[cube]
-fn load_rows(lse: &Tensor<f32>, delta: &Tensor<f32>, rb: usize, qt: usize, tq: usize, tid: usize) -> (f32, f32) {
+pub(super) fn load_rows(lse: &Tensor<f32>, delta: &Tensor<f32>, rb: usize, qt: usize, tq: usize, tid: usize, #[comptime] block: usize) -> (f32, f32) {
     let mut l = f32::max_value();
     let mut dd = f32::new(0.0);
-    if tid < BLOCK_Q && qt + tid < tq {
+    if tid < block && qt + tid < tq {
         l = lse[rb + qt + tid];
         dd = delta[rb + qt + tid];
     }
@@ -262,10 +262,10 @@ fn load_rows(lse: &Tensor<f32>, delta: &Tensor<f32>, rb: usize, qt: usize, tq: u
 /// Stores [`load_rows`]'s lse `l` and D `dd` into buffer `buf` of `lse_s` (in base 2, [`lse_base2`]) and
 /// `delta_s`; the caller synchronises.
 #[cube]
-fn store_rows(l: f32, dd: f32, lse_s: &mut SharedMemory<f32>, delta_s: &mut SharedMemory<f32>, buf: usize, tid: usize) {
-    if tid < BLOCK_Q {
-        lse_s[buf * BLOCK_Q + tid] = lse_base2(l);
-        delta_s[buf * BLOCK_Q + tid] = dd;
+pub(super) fn store_rows(l: f32, dd: f32, lse_s: &mut SharedMemory<f32>, delta_s: &mut SharedMemory<f32>, buf: usize, tid: usize, #[comptime] block: usize) {
+    if tid < block {
+        lse_s[buf * block + tid] = lse_base2(l);
+        delta_s[buf * block + tid] = dd;
     }
 }
 
@@ -349,7 +349,7 @@ fn add_dq<F: Float, N: Size>(
 
 /// `n` zero accumulator vectors.
 #[cube]
-fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
+pub(super) fn zeros(#[comptime] n: usize) -> Array<Vector<f32, Const<2>>> {
     let mut a = Array::<Vector<f32, Const<2>>>::new(n);
     #[unroll]
     for i in 0..n {
@@ -655,8 +655,8 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
     if q_start < tq {
         stage_q_tile::<F, N, C>(q, dout, qh, q_rs, oh, o_rs, q_start, tq, &mut qs, &mut dos, 0usize, ld, head_dim, vs, units);
         C::commit(&fence0);
-        let (l, dd) = load_rows(lse, delta, rh, q_start, tq, tid);
-        store_rows(l, dd, &mut lse_s, &mut delta_s, 0usize, tid);
+        let (l, dd) = load_rows(lse, delta, rh, q_start, tq, tid, BLOCK_Q);
+        store_rows(l, dd, &mut lse_s, &mut delta_s, 0usize, tid, BLOCK_Q);
     }
     let no_regs = Array::<Vector<F, Const<2>>>::new(1usize);
     let mut buf = 0usize;
@@ -670,7 +670,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
             commit_to::<C>(1 - buf, &fence0, &fence1);
         }
         // The next step's lse and D, stored after this step's products.
-        let (next_l, next_d) = load_rows(lse, delta, rh, next_qt, tq, tid);
+        let (next_l, next_d) = load_rows(lse, delta, rh, next_qt, tq, tid, BLOCK_Q);
         wait_for::<C>(buf, &fence0, &fence1);
         // This step's buffers: Q/dO in elements, lse/D in entries.
         let qo = buf * comptime!(BLOCK_Q * ld_tile(head_dim));
@@ -753,7 +753,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
             add_dq::<F, N>(&dss, &ks, dq_acc, rh, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
         }
         // The other buffer is free since this step's first barrier; the next one orders these.
-        store_rows(next_l, next_d, &mut lse_s, &mut delta_s, 1 - buf, tid);
+        store_rows(next_l, next_d, &mut lse_s, &mut delta_s, 1 - buf, tid, BLOCK_Q);
         buf = 1 - buf;
         qt = next_qt;
     }

@@ -13,6 +13,7 @@ pub mod attention_cmma;
 pub mod attention_cmma_bwd;
 pub mod attention_mma;
 pub mod attention_mma_bwd;
+pub mod attention_mma_dkv;
 pub mod cmma_tiles;
 pub mod attention_kernels;
 pub mod logits_kernels;
@@ -207,29 +208,66 @@ pub fn last_forward_async_copy() -> bool {
     LAST_FORWARD_ASYNC.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-static MMA_FUSED_BWD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+static MMA_BWD_LAYOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Whether the register-tile backward runs as one kernel ([`attention_mma_bwd`]'s `fused`: dK/dV
-/// with dQ by atomic adds, five products per tile instead of the two kernels' seven):
-/// [`set_mma_fused_bwd`]'s, else `MLAGENT_MMA_BWD=fused` (read once). Off by default until it has
-/// been timed on a card: it is checked by emulation and NVRTC only (BENCHMARKS.md).
-pub fn mma_fused_bwd() -> bool {
-    setting(&MMA_FUSED_BWD, || if std::env::var("MLAGENT_MMA_BWD").as_deref() == Ok("fused") { 2 } else { 1 }) == 2
+/// How the register-tile backward ([`attention_mma_bwd`], [`attention_mma_dkv`]) splits its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BwdLayout {
+    /// The dQ kernel and the dK/dV kernel with 16 key rows per warp: seven tile products per (key,
+    /// query) tile. The default, as timed.
+    Split,
+    /// One kernel: dK/dV with dQ by atomic adds, five products per tile instead of seven
+    /// (`MLAGENT_MMA_BWD=fused`). Timed slower (BENCHMARKS.md).
+    Fused,
+    /// The dQ kernel and [`attention_mma_dkv`]'s dK/dV kernel with FlashAttention-2's warp layout
+    /// (`P` and `dS` through shared memory; `MLAGENT_MMA_BWD=wide`). Checked by emulation and
+    /// NVRTC, not yet timed on a card.
+    Wide,
 }
 
-/// Sets [`mma_fused_bwd`] for this process.
-pub fn set_mma_fused_bwd(on: bool) {
-    MMA_FUSED_BWD.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+impl BwdLayout {
+    /// The name `MLAGENT_MMA_BWD` takes, as the bench's JSON gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BwdLayout::Split => "split",
+            BwdLayout::Fused => "fused",
+            BwdLayout::Wide => "wide",
+        }
+    }
+}
+
+/// The register-tile backward's layout: [`set_mma_bwd_layout`]'s, else `MLAGENT_MMA_BWD=fused|wide`
+/// (read once; anything else: [`BwdLayout::Split`]).
+pub fn mma_bwd_layout() -> BwdLayout {
+    match setting(&MMA_BWD_LAYOUT, || match std::env::var("MLAGENT_MMA_BWD").as_deref() {
+        Ok("fused") => 2,
+        Ok("wide") => 3,
+        _ => 1,
+    }) {
+        2 => BwdLayout::Fused,
+        3 => BwdLayout::Wide,
+        _ => BwdLayout::Split,
+    }
+}
+
+/// Sets [`mma_bwd_layout`] for this process.
+pub fn set_mma_bwd_layout(layout: BwdLayout) {
+    let v = match layout {
+        BwdLayout::Split => 1,
+        BwdLayout::Fused => 2,
+        BwdLayout::Wide => 3,
+    };
+    MMA_BWD_LAYOUT.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 static MMA_BWD_PLANES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Warps per cube of the register-tile backward on a GPU (16 key rows each in the dK/dV or fused
-/// kernel, 16 query rows in the dQ kernel): 2, 4 or 8 from `MLAGENT_MMA_BWD_PLANES` (read once),
-/// else 4 for the two kernels (as timed) and 8 for the fused one. With 8 (128 keys per cube,
-/// FlashAttention-2's block) the fused kernel's dQ atomic adds come to 16 KB per 5.2 MFLOP of
-/// products, FA2's own ratio; with 4, twice that. Neither fused setting is timed on a card yet.
-pub fn mma_bwd_planes(fused: bool) -> usize {
+/// Warps per cube of the register-tile backward's dK/dV side on a GPU (16 key rows each): 2, 4 or
+/// 8 from `MLAGENT_MMA_BWD_PLANES` (read once), else 4 for the split kernels (as timed; the dQ
+/// kernel takes the same) and 8 for the fused and wide ones (128 keys per cube, FlashAttention-2's
+/// block; the wide layout's dQ kernel keeps 4). With 8 the fused kernel's dQ atomic adds come to
+/// 16 KB per 5.2 MFLOP of products, FA2's own ratio; with 4, twice that.
+pub fn mma_bwd_planes(layout: BwdLayout) -> usize {
     // 1: not set.
     let set = setting(&MMA_BWD_PLANES, || match std::env::var("MLAGENT_MMA_BWD_PLANES").as_deref() {
         Ok("2") => 2,
@@ -238,7 +276,7 @@ pub fn mma_bwd_planes(fused: bool) -> usize {
         _ => 1,
     });
     match set {
-        1 if fused => 8,
+        1 if layout != BwdLayout::Split => 8,
         1 => attention_mma::PLANES,
         p => p as usize,
     }
@@ -284,11 +322,17 @@ pub fn last_backward_dq_mtiles() -> usize {
     LAST_BACKWARD_DQ_MTILES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-static LAST_BACKWARD_FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static LAST_BACKWARD_LAYOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Whether the last attention backward on a CubeCL device ran the fused register-tile kernel.
-pub fn last_backward_fused() -> bool {
-    LAST_BACKWARD_FUSED.load(std::sync::atomic::Ordering::Relaxed)
+/// The layout of the last register-tile attention backward that ran on a CubeCL device (`None`:
+/// none yet, or the last backward took other kernels).
+pub fn last_backward_layout() -> Option<BwdLayout> {
+    match LAST_BACKWARD_LAYOUT.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Some(BwdLayout::Split),
+        2 => Some(BwdLayout::Fused),
+        3 => Some(BwdLayout::Wide),
+        _ => None,
+    }
 }
 
 static MMA_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -355,8 +399,10 @@ enum Backward {
     Portable,
     /// [`attention_cmma_bwd`]: planes, tile (keys or queries per step), emulate.
     Cmma(usize, usize, bool),
-    /// [`attention_mma_bwd`]: planes, ldmatrix, emulate, fused, the dQ kernel's M tiles per plane.
-    Mma(usize, bool, bool, bool, usize),
+    /// [`attention_mma_bwd`] (and [`attention_mma_dkv`]): the layout, planes per cube of the dQ
+    /// kernel (and the split kernels' dK/dV) and of the dK/dV kernel, ldmatrix, emulate, the dQ
+    /// kernel's M tiles per plane.
+    Mma { layout: BwdLayout, planes: usize, dkv_planes: usize, ldmatrix: bool, emulate: bool, dq_mtiles: usize },
 }
 
 /// How the backward runs under [`forward_kernel`] (the backward follows the forward's choice): the
@@ -372,29 +418,56 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     let cmma = || {
         if cmma_supported(q, d) && fits(attention_cmma::PLANES, 64) { Backward::Cmma(attention_cmma::PLANES, 64, false) } else { Backward::Portable }
     };
-    let fused = mma_fused_bwd();
     let dq_mtiles = mma_dq_mtiles();
+    // The wide dK/dV kernel's planes (emulated: the most that fit); where none fit, the split kernels.
+    let wide_planes = |emulate: bool| {
+        let want = if emulate { 8 } else { mma_bwd_planes(BwdLayout::Wide) };
+        attention_mma_dkv::planes(d, elem, max, want, emulate).filter(|_| mma_bwd_layout() == BwdLayout::Wide)
+    };
+    let layout = match mma_bwd_layout() {
+        BwdLayout::Wide if wide_planes(false).is_none() => BwdLayout::Split,
+        l => l,
+    };
+    let fused = layout == BwdLayout::Fused;
     let mma_fits = |p: usize| {
         let dq = if fused { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, dq_mtiles, false) };
-        dq.max(attention_mma_bwd::dkv_shared_bytes(d, elem, p, false, fused)) <= max
+        let dkv = if layout == BwdLayout::Wide { 0 } else { attention_mma_bwd::dkv_shared_bytes(d, elem, p, false, fused) };
+        dq.max(dkv) <= max
     };
-    // The requested planes where they fit, else the split kernels' 4.
-    let planes = Some(mma_bwd_planes(fused)).filter(|&p| mma_fits(p)).unwrap_or(attention_mma::PLANES);
+    // The requested planes where they fit, else the split kernels' 4 (the wide layout's dQ kernel: 4).
+    let planes = match layout {
+        BwdLayout::Wide => attention_mma::PLANES,
+        _ => Some(mma_bwd_planes(layout)).filter(|&p| mma_fits(p)).unwrap_or(attention_mma::PLANES),
+    };
+    let dkv_planes = wide_planes(false).unwrap_or(planes);
     let grid = mma_grid_ok(q);
     let mma = grid && mma_attention_ok(q, d) && mma_fits(planes);
+    let on_gpu = |ldmatrix: bool| Backward::Mma { layout, planes, dkv_planes, ldmatrix, emulate: false, dq_mtiles };
     match forward_kernel() {
         ForwardKernel::Portable => Backward::Portable,
-        ForwardKernel::Auto if mma => Backward::Mma(planes, true, false, fused, dq_mtiles),
+        ForwardKernel::Auto if mma => on_gpu(true),
         ForwardKernel::Auto | ForwardKernel::Cmma => cmma(),
         ForwardKernel::CmmaEmulated if d.is_multiple_of(16) && d <= 256 => [(4, 64), (2, 64), (1, 64), (1, 32), (1, 16)]
             .into_iter()
             .find(|&(p, t)| fits(p, t))
             .map_or(Backward::Portable, |(p, t)| Backward::Cmma(p, t, true)),
         ForwardKernel::CmmaEmulated => Backward::Portable,
-        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => Backward::Mma(planes, forward_kernel() == ForwardKernel::Mma, false, fused, dq_mtiles),
+        ForwardKernel::Mma | ForwardKernel::MmaDirect if mma => on_gpu(forward_kernel() == ForwardKernel::Mma),
         ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
         ForwardKernel::MmaEmulated if grid => {
-            attention_mma_bwd::emulation_planes(d, elem, max, fused, dq_mtiles).map_or(Backward::Portable, |p| Backward::Mma(p, false, true, fused, dq_mtiles))
+            // Emulated, the wide layout where its kernel fits (lavapipe's 32 KiB: f16 only).
+            let layout = match mma_bwd_layout() {
+                BwdLayout::Wide if wide_planes(true).is_none() => BwdLayout::Split,
+                l => l,
+            };
+            attention_mma_bwd::emulation_planes(d, elem, max, layout == BwdLayout::Fused, dq_mtiles).map_or(Backward::Portable, |p| Backward::Mma {
+                layout,
+                planes: p,
+                dkv_planes: wide_planes(true).unwrap_or(p),
+                ldmatrix: false,
+                emulate: true,
+                dq_mtiles,
+            })
         }
         ForwardKernel::MmaEmulated => Backward::Portable,
     }
@@ -817,14 +890,17 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             BackwardChoice::Kernels => true,
             BackwardChoice::Reference => false,
             // The register-tile kernels, not emulated (see `backward_choice`).
-            BackwardChoice::Auto => matches!(plan, Backward::Mma(_, _, false, ..)),
+            BackwardChoice::Auto => matches!(plan, Backward::Mma { emulate: false, .. }),
         };
         if !kernels {
             return crate::attention_ops::flash_bwd_reference::<Self>(q, k, v, out, lse, dout, pad, p);
         }
         let iterations = match plan {
             Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
-            Backward::Mma(planes, .., dq_mtiles) => attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles),
+            Backward::Mma { layout: BwdLayout::Wide, planes, dkv_planes, dq_mtiles, .. } => {
+                attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles).max(attention_mma_dkv::loop_iterations(tq, d, dkv_planes))
+            }
+            Backward::Mma { planes, dq_mtiles, .. } => attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles),
             // The tensor-core kernels run only on GPUs (no loop limit); the count is for the portable ones.
             _ => attention_kernels::dq_loop_iterations(tk, d, tile_rows(d, 64))
                 .max(attention_kernels::dkv_loop_iterations(tq, d, tile_rows(d, ATTN_UNITS), h / kh)),
@@ -859,13 +935,15 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dout.dtype.into(),
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
-        LAST_BACKWARD_FUSED.store(matches!(plan, Backward::Mma(.., true, _)), std::sync::atomic::Ordering::Relaxed);
-        let ran_dq = match plan {
-            Backward::Mma(.., false, m) => m,
-            _ => 0,
+        let (ran_layout, ran_dq) = match plan {
+            Backward::Mma { layout: BwdLayout::Fused, .. } => (2, 0),
+            Backward::Mma { layout, dq_mtiles, .. } => (if layout == BwdLayout::Wide { 3 } else { 1 }, dq_mtiles),
+            _ => (0, 0),
         };
+        LAST_BACKWARD_LAYOUT.store(ran_layout, std::sync::atomic::Ordering::Relaxed);
         LAST_BACKWARD_DQ_MTILES.store(ran_dq, std::sync::atomic::Ordering::Relaxed);
-        if let Backward::Mma(planes, ldmatrix, emulate, fused, dq_mtiles) = plan {
+        if let Backward::Mma { layout, planes, dkv_planes, ldmatrix, emulate, dq_mtiles } = plan {
+            let fused = layout == BwdLayout::Fused;
             // The split kernels write dQ; the fused one adds into f32 sums (below), so no dQ-sized
             // buffer is held for it meanwhile.
             let dq = (!fused).then(|| empty(&q, Shape::new([b, h, tq, d]), q.dtype));
@@ -918,7 +996,30 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         emulate,
                         dtypes,
                     ) } };
-                    unsafe { attention_mma_bwd::flash_dkv_mma_kernel::launch_unchecked::<$copy, R>(
+                    if layout == BwdLayout::Wide { unsafe { attention_mma_dkv::flash_dkv_wide_kernel::launch_unchecked::<$copy, R>(
+                        &client,
+                        CubeCount::Static((b * h) as u32, tk.div_ceil(dkv_planes * attention_mma::ROWS_PER_PLANE) as u32, 1),
+                        CubeDim::new_2d(mma_frags::PLANE as u32, dkv_planes as u32),
+                        address_type,
+                        vs,
+                        q.clone().into_tensor_arg(),
+                        k.clone().into_tensor_arg(),
+                        v.clone().into_tensor_arg(),
+                        dout.clone().into_tensor_arg(),
+                        lse.clone().into_tensor_arg(),
+                        delta.clone().into_tensor_arg(),
+                        pad.clone().into_tensor_arg(),
+                        dk_heads.clone().into_tensor_arg(),
+                        dv_heads.clone().into_tensor_arg(),
+                        p.scale,
+                        p.q_offset,
+                        p.causal,
+                        d,
+                        dkv_planes,
+                        ldmatrix,
+                        emulate,
+                        [dtypes[0], dtypes[1], dk_heads.dtype.into()],
+                    ) } } else { unsafe { attention_mma_bwd::flash_dkv_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
                         CubeCount::Static((b * h) as u32, tk.div_ceil(rows) as u32, 1),
                         cube_dim,
@@ -943,7 +1044,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         emulate,
                         fused,
                         [dtypes[0], dtypes[1], dk_heads.dtype.into()],
-                    ) };
+                    ) } }
                 };
             }
             if async_copy {

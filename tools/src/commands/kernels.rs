@@ -40,10 +40,11 @@ enum What {
     /// kernels (default: the register-tile mma kernels where the device has mma.sync (CUDA,
     /// f16/bf16), else tensor-core cmma, else portable); MLAGENT_MMA_ROWS=16 gives the mma forward
     /// 16 query rows per warp instead of 32, MLAGENT_MMA_ASYNC=0 loads the mma kernels' tiles
-    /// through registers instead of cp.async, and MLAGENT_MMA_BWD=fused runs the mma backward as
-    /// one kernel (dQ by atomic adds; slower than the two kernels on an H200;
-    /// MLAGENT_MMA_BWD_PLANES=2|4|8 sets its warps per cube). The forward kernel that ran is named
-    /// on stderr (json) or in the header.
+    /// through registers instead of cp.async, MLAGENT_MMA_BWD=fused runs the mma backward as one
+    /// kernel (dQ by atomic adds; slower than the two kernels on an H200), MLAGENT_MMA_BWD=wide
+    /// runs its dK/dV kernel with FlashAttention-2's warp layout (P and dS through shared memory;
+    /// not yet timed), and MLAGENT_MMA_BWD_PLANES=2|4|8 sets the dK/dV side's warps per cube. The
+    /// kernels that ran are named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
@@ -349,17 +350,23 @@ fn check(a: CheckArgs) -> Result<()> {
 
 /// ", attention forward kernel: NAME" for the kernel the last attention forward ran on a CubeCL
 /// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it),
-/// and ", backward: fused mma kernel" or ", backward: dQ kernel with 32 rows per warp" when the
-/// last backward was one of those; empty on the CPU.
+/// and the last register-tile backward's layout when not the default (", backward: fused mma
+/// kernel", ", backward: wide dK/dV kernel"), with ", dQ kernel with 32 rows per warp" when it ran
+/// so; empty on the CPU.
 fn forward_kernel_note() -> String {
     let copies = if mlagent_kernels::cube::last_forward_async_copy() { " (cp.async tiles)" } else { "" };
-    let fused = if mlagent_kernels::cube::last_backward_fused() {
-        ", backward: fused mma kernel"
-    } else if mlagent_kernels::cube::last_backward_dq_mtiles() == 2 {
-        ", backward: dQ kernel with 32 rows per warp"
-    } else {
-        ""
+    use mlagent_kernels::cube::BwdLayout;
+    let layout = match mlagent_kernels::cube::last_backward_layout() {
+        Some(BwdLayout::Fused) => ", backward: fused mma kernel",
+        Some(BwdLayout::Wide) => ", backward: wide dK/dV kernel",
+        _ => "",
     };
+    let rows = match (mlagent_kernels::cube::last_backward_dq_mtiles(), layout) {
+        (2, "") => ", backward: dQ kernel with 32 rows per warp",
+        (2, _) => ", dQ kernel with 32 rows per warp",
+        _ => "",
+    };
+    let fused = format!("{layout}{rows}");
     mlagent_kernels::cube::last_forward_kernel().map_or(String::new(), |k| format!(", attention forward kernel: {k}{copies}{fused}"))
 }
 
@@ -678,7 +685,7 @@ fn bench(a: BenchArgs) -> Result<()> {
                 "dtype": format!("{dtype:?}").to_lowercase(), "results": r, "speedup": speedup,
                 "attention_forward_kernel": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_kernel).flatten(),
                 "attention_cp_async": (op == Op::Attention).then(mlagent_kernels::cube::last_forward_async_copy),
-                "attention_bwd_fused": (op == Op::Attention && bwd).then(mlagent_kernels::cube::last_backward_fused),
+                "attention_bwd_layout": (op == Op::Attention && bwd).then(mlagent_kernels::cube::last_backward_layout).flatten().map(|l| l.name()),
                 "attention_bwd_dq_rows_per_warp": (op == Op::Attention && bwd)
                     .then(mlagent_kernels::cube::last_backward_dq_mtiles).filter(|&m| m > 0).map(|m| 16 * m)})
         );
