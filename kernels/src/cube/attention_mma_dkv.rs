@@ -90,7 +90,9 @@ fn ps_b<F: Float, N: Size>(
     #[comptime] ldmatrix: bool,
     #[comptime] emulate: bool,
 ) {
-    #[unroll]
+    // Unrolled on a GPU; emulated (lavapipe), a loop: its shader compiler is slow on the
+    // unrolled products.
+    #[unroll(!emulate)]
     for kk in 0..steps {
         let mut a = Array::<Vector<F, Const<2>>>::new(8usize);
         #[unroll]
