@@ -212,6 +212,7 @@ static MMA_BWD_LAYOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8
 
 /// How the register-tile backward ([`attention_mma_bwd`], [`attention_mma_dkv`]) splits its work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum BwdLayout {
     /// The dQ kernel and the dK/dV kernel with 16 key rows per warp: seven tile products per (key,
     /// query) tile. The default, as timed.
@@ -226,6 +227,8 @@ pub enum BwdLayout {
 }
 
 impl BwdLayout {
+    const ALL: [BwdLayout; 3] = [BwdLayout::Split, BwdLayout::Fused, BwdLayout::Wide];
+
     /// The name `MLAGENT_MMA_BWD` takes, as the bench's JSON gives it.
     pub fn name(self) -> &'static str {
         match self {
@@ -234,30 +237,31 @@ impl BwdLayout {
             BwdLayout::Wide => "wide",
         }
     }
+
+    /// The layout's code in the settings' atomics (0 means none).
+    fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The layout of a non-zero [`BwdLayout::code`].
+    fn from_code(code: u8) -> Option<BwdLayout> {
+        Self::ALL.into_iter().find(|l| l.code() == code)
+    }
 }
 
 /// The register-tile backward's layout: [`set_mma_bwd_layout`]'s, else `MLAGENT_MMA_BWD=fused|wide`
 /// (read once; anything else: [`BwdLayout::Split`]).
 pub fn mma_bwd_layout() -> BwdLayout {
-    match setting(&MMA_BWD_LAYOUT, || match std::env::var("MLAGENT_MMA_BWD").as_deref() {
-        Ok("fused") => 2,
-        Ok("wide") => 3,
-        _ => 1,
-    }) {
-        2 => BwdLayout::Fused,
-        3 => BwdLayout::Wide,
-        _ => BwdLayout::Split,
-    }
+    let code = setting(&MMA_BWD_LAYOUT, || {
+        let var = std::env::var("MLAGENT_MMA_BWD").unwrap_or_default();
+        BwdLayout::ALL.into_iter().find(|l| l.name() == var).unwrap_or(BwdLayout::Split).code()
+    });
+    BwdLayout::from_code(code).unwrap_or(BwdLayout::Split)
 }
 
 /// Sets [`mma_bwd_layout`] for this process.
 pub fn set_mma_bwd_layout(layout: BwdLayout) {
-    let v = match layout {
-        BwdLayout::Split => 1,
-        BwdLayout::Fused => 2,
-        BwdLayout::Wide => 3,
-    };
-    MMA_BWD_LAYOUT.store(v, std::sync::atomic::Ordering::Relaxed);
+    MMA_BWD_LAYOUT.store(layout.code(), std::sync::atomic::Ordering::Relaxed);
 }
 
 static MMA_BWD_PLANES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -327,12 +331,7 @@ static LAST_BACKWARD_LAYOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::At
 /// The layout of the last register-tile attention backward that ran on a CubeCL device (`None`:
 /// none yet, or the last backward took other kernels).
 pub fn last_backward_layout() -> Option<BwdLayout> {
-    match LAST_BACKWARD_LAYOUT.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => Some(BwdLayout::Split),
-        2 => Some(BwdLayout::Fused),
-        3 => Some(BwdLayout::Wide),
-        _ => None,
-    }
+    BwdLayout::from_code(LAST_BACKWARD_LAYOUT.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 static MMA_MTILES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -936,8 +935,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
         let (ran_layout, ran_dq) = match plan {
-            Backward::Mma { layout: BwdLayout::Fused, .. } => (2, 0),
-            Backward::Mma { layout, dq_mtiles, .. } => (if layout == BwdLayout::Wide { 3 } else { 1 }, dq_mtiles),
+            Backward::Mma { layout: BwdLayout::Fused, .. } => (BwdLayout::Fused.code(), 0),
+            Backward::Mma { layout, dq_mtiles, .. } => (layout.code(), dq_mtiles),
             _ => (0, 0),
         };
         LAST_BACKWARD_LAYOUT.store(ran_layout, std::sync::atomic::Ordering::Relaxed);
@@ -1174,5 +1173,20 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dtypes,
         );
         (dq, dk, dv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BwdLayout;
+
+    #[test]
+    fn backward_layout_codes_round_trip() {
+        for l in BwdLayout::ALL {
+            assert_ne!(l.code(), 0, "0 marks an unset setting");
+            assert_eq!(BwdLayout::from_code(l.code()), Some(l));
+        }
+        assert_eq!(BwdLayout::from_code(0), None);
+        assert_eq!(BwdLayout::ALL.map(BwdLayout::name), ["split", "fused", "wide"]);
     }
 }
