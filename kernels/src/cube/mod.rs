@@ -418,15 +418,15 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
         if cmma_supported(q, d) && fits(attention_cmma::PLANES, 64) { Backward::Cmma(attention_cmma::PLANES, 64, false) } else { Backward::Portable }
     };
     let dq_mtiles = mma_dq_mtiles();
-    // The wide dK/dV kernel's planes (emulated: the most that fit); where none fit, the split kernels.
+    let requested = mma_bwd_layout();
+    // The wide dK/dV kernel's planes where it is requested and fits (emulated: the most that fit).
     let wide_planes = |emulate: bool| {
         let want = if emulate { 8 } else { mma_bwd_planes(BwdLayout::Wide) };
-        attention_mma_dkv::planes(d, elem, max, want, emulate).filter(|_| mma_bwd_layout() == BwdLayout::Wide)
+        attention_mma_dkv::planes(d, elem, max, want, emulate).filter(|_| requested == BwdLayout::Wide)
     };
-    let layout = match mma_bwd_layout() {
-        BwdLayout::Wide if wide_planes(false).is_none() => BwdLayout::Split,
-        l => l,
-    };
+    // The requested layout, or the split kernels where the wide kernel does not fit.
+    let resolve = |emulate: bool| if requested == BwdLayout::Wide && wide_planes(emulate).is_none() { BwdLayout::Split } else { requested };
+    let layout = resolve(false);
     let fused = layout == BwdLayout::Fused;
     let mma_fits = |p: usize| {
         let dq = if fused { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, dq_mtiles, false) };
@@ -455,10 +455,7 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
         ForwardKernel::Mma | ForwardKernel::MmaDirect => cmma(),
         ForwardKernel::MmaEmulated if grid => {
             // Emulated, the wide layout where its kernel fits (lavapipe's 32 KiB: f16 only).
-            let layout = match mma_bwd_layout() {
-                BwdLayout::Wide if wide_planes(true).is_none() => BwdLayout::Split,
-                l => l,
-            };
+            let layout = resolve(true);
             attention_mma_bwd::emulation_planes(d, elem, max, layout == BwdLayout::Fused, dq_mtiles).map_or(Backward::Portable, |p| Backward::Mma {
                 layout,
                 planes: p,
