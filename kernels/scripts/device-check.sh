@@ -11,7 +11,8 @@
 #                   the previous binary, CubeCL's per-kernel profile and Nsight Compute (PLANES=1 also
 #                   times 2 and 8 warps per backward cube; DQ32=1 times and profiles the dQ kernel
 #                   with 32 rows per warp; FUSED=1 profiles the fused backward; WIDE=1 times and
-#                   profiles the wide dK/dV kernel, FA2's warp layout, with 8 and 4 warps)
+#                   profiles the wide dK/dV kernel, FA2's warp layout, with 8 and 4 warps, and its
+#                   fused form, FA2's single backward kernel: MLAGENT_MMA_BWD=wide-fused)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-device-out}; mkdir -p "$OUT"; W=$(mktemp -d); DEADLINE=${DEADLINE:-240}
@@ -42,6 +43,8 @@ checks() {
   run check_dq32 30 env MLAGENT_MMA_DQ_ROWS=32 $M $C --dtype bf16 --causal --key-growth 12
   run check_wide 30 env MLAGENT_MMA_BWD=wide $M $C --dtype bf16 --causal --key-growth 12
   run check_wide_gqa7 30 env MLAGENT_MMA_BWD=wide $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
+  run check_widefused 30 env MLAGENT_MMA_BWD=wide-fused $M $C --dtype bf16 --causal --key-growth 12
+  run check_widefused_gqa7 30 env MLAGENT_MMA_BWD=wide-fused $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
   run check_mha 30 $M ${C/--kv-heads 2/--kv-heads 6} --dtype bf16 --causal --key-growth 12
   run check_gqa7 30 $M kernels check --device cuda --batch 2 --heads 7 --kv-heads 1 --seq-len 77 --head-dim 64 --vocab 1003 --tokens 64 --dtype f16 --format json
 }
@@ -58,12 +61,15 @@ if [ "${SET:-full}" = profile ]; then
     run fwdbwd_old_$i 30 $O $B $S --bwd
     [ -n "${DQ32:-}" ] && run fwdbwd_dq32_$i 30 env MLAGENT_MMA_DQ_ROWS=32 $M $B $S --bwd
     [ -n "${WIDE:-}" ] && run fwdbwd_wide_$i 30 env MLAGENT_MMA_BWD=wide $M $B $S --bwd
+    [ -n "${WIDE:-}" ] && run fwdbwd_widefused_$i 30 env MLAGENT_MMA_BWD=wide-fused $M $B $S --bwd
   done
   if [ -n "${WIDE:-}" ]; then
     run fwdbwd_wide_p4 30 env MLAGENT_MMA_BWD=wide MLAGENT_MMA_BWD_PLANES=4 $M $B $S --bwd
     run fwdbwd_8192_wide 30 env MLAGENT_MMA_BWD=wide $M $B --seq-len 8192 --causal --no-baseline --bwd
+    run fwdbwd_8192_widefused 30 env MLAGENT_MMA_BWD=wide-fused $M $B --seq-len 8192 --causal --no-baseline --bwd
     [ -n "${DQ32:-}" ] && run fwdbwd_wide_dq32 30 env MLAGENT_MMA_BWD=wide MLAGENT_MMA_DQ_ROWS=32 $M $B $S --bwd
     run profile_wide 40 env MLAGENT_MMA_BWD=wide CUBECL_DEBUG_LOG=$W/profile_wide.log CUBECL_DEBUG_OPTION=profile $M $B $S --bwd --warmup 1 --repeats 3
+    run profile_widefused 40 env MLAGENT_MMA_BWD=wide-fused CUBECL_DEBUG_LOG=$W/profile_widefused.log CUBECL_DEBUG_OPTION=profile $M $B $S --bwd --warmup 1 --repeats 3
   fi
   [ -n "${DQ32:-}" ] && run fwdbwd_8192_dq32 30 env MLAGENT_MMA_DQ_ROWS=32 $M $B --seq-len 8192 --causal --no-baseline --bwd
   # Warps per backward cube (PLANES=1): 8 (128 rows, one cube per SM by registers) and 2 (four).
@@ -91,6 +97,9 @@ if [ "${SET:-full}" = profile ]; then
     # each instruction (the hottest printed last).
     [ -n "${WIDE:-}" ] && run ncu_wide 60 env MLAGENT_MMA_BWD=wide $NCU -k 'regex:flash_dkv_wide' --launch-count 1 --section SpeedOfLight \
       --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' $M $B $S --bwd --warmup 0 --repeats 1
+    [ -n "${WIDE:-}" ] && run ncu_widefused 60 env MLAGENT_MMA_BWD=wide-fused $NCU -k 'regex:flash_dkv_wide' --launch-count 1 --section SpeedOfLight \
+      --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
       --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' $M $B $S --bwd --warmup 0 --repeats 1
     if [ -n "${FUSED:-}" ]; then
       run ncu_fused 60 env MLAGENT_MMA_BWD=fused $NCU -k 'regex:flash_dkv_mma' --launch-count 1 --section SpeedOfLight \
@@ -142,9 +151,9 @@ for f in "${NAMES[@]}"; do [ -e "$W/$f.out" ] || continue
   echo "| $f | $r |"; done
 [ -s "$W/profile.log" ] && { echo "-- per-kernel times, forward+backward at 4096 (the last profile summary)"
   tac "$W/profile.log" | sed -n '1,/| Name /p' | tac | grep '^|' | cut -c1-120 | head -16; }
-[ -s "$W/profile_wide.log" ] && { echo "-- per-kernel times, the wide dK/dV kernel"
-  tac "$W/profile_wide.log" | sed -n '1,/| Name /p' | tac | grep '^|' | cut -c1-120 | head -16; }
-for f in ncu_sections ncu_stalls ncu_old_dq ncu_dq32 ncu_wide ncu_fused; do [ -s "$W/$f.out" ] || continue; echo "-- $f"
+for p in wide widefused; do [ -s "$W/profile_$p.log" ] && { echo "-- per-kernel times, MLAGENT_MMA_BWD=${p/widefused/wide-fused}"
+  tac "$W/profile_$p.log" | sed -n '1,/| Name /p' | tac | grep '^|' | cut -c1-120 | head -16; }; done
+for f in ncu_sections ncu_stalls ncu_old_dq ncu_dq32 ncu_wide ncu_widefused ncu_fused; do [ -s "$W/$f.out" ] || continue; echo "-- $f"
   grep -E 'flash_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Thr|Memory Throughput|Warp Cycles Per Issued|Issued Ipc|No Eligible|Block Limit|Shared Memory Config|stalled_[a-z_]+_per_issue_active|Dynamic Shared|Static Shared|L1/TEX Hit|Bank' "$W/$f.out" \
     | grep -v '^==' | sed 's/  */ /g' | awk '$NF != "0" || /flash_/' | cut -c1-110 | head -90; done
 # The fused kernel's 25 instructions with the most stall samples (column 3 of ncu's source page

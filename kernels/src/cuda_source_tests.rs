@@ -165,8 +165,14 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
     // The wide dK/dV kernel (`MLAGENT_MMA_BWD=wide`, 8 planes: 128 keys, FA2's layout): per
     // 64-query step each plane's Sᵀ and dPᵀ ([32, 128] × [128, 32]: 2 M tiles × 2 pairs × 8 steps
     // × 2 each), then Pᵀ dO and dSᵀ Q ([32, 64] × [64, 64]: 4 steps × 2 M tiles × 4 pairs × 2 each).
-    let k = FlashDkvWideKernel::<AsyncCopy, WgpuRuntime>::new(mma8, client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, 8, true, false, dkv_dtypes);
-    push("mma dkv causal wide".into(), Family::Mma, 2 * (2 * 2 * 8 * 2) + 2 * (4 * 2 * 4 * 2), k.define());
+    let wide = 2 * (2 * 2 * 8 * 2) + 2 * (4 * 2 * 4 * 2);
+    for fused in [false, true] {
+        let k = FlashDkvWideKernel::<AsyncCopy, WgpuRuntime>::new(mma8.clone(), client.clone(), t(), t(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), vector, true, d, 8, true, false, fused, dkv_dtypes);
+        // Fused (`MLAGENT_MMA_BWD=wide-fused`): also each plane's [32, 32] share of dS K ([64, 128]
+        // × [128, 128]: 8 steps of 16 keys × 2 M tiles × 2 pairs × 2).
+        let (name, calls) = if fused { ("mma bwd causal wide fused", wide + 8 * 2 * 2 * 2) } else { ("mma dkv causal wide", wide) };
+        push(name.into(), Family::Mma, calls, k.define());
+    }
     out.extend(logits_kernels(dev, sm));
     if let Some(dir) = std::env::var_os("MLAGENT_DUMP_CUDA") {
         for k in &out {
@@ -181,7 +187,7 @@ fn tensor_core_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
 /// `cube/mod.rs` launches them at a 152064-entry vocabulary), all launched unchecked; then the
 /// attention backward's elementwise kernels (launched checked).
 fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
-    use crate::cube::attention_kernels::{flash_delta_kernel::FlashDeltaKernel, group_sum_kernel::GroupSumKernel};
+    use crate::cube::attention_kernels::{flash_delta_kernel::FlashDeltaKernel, group_sum_kernel::GroupSumKernel, scale_cast_kernel::ScaleCastKernel};
     use crate::cube::logits_kernels::{
         logprobs_fwd_kernel::LogprobsFwdKernel, ppo_fwd_kernel::PpoFwdKernel, softmax_grad_kernel::SoftmaxGradKernel,
         target_grad_kernel::TargetGradKernel,
@@ -212,7 +218,9 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
         // O, dO (8-lane vectors), delta; head dim 128, not unrolled (as launched at D 128).
         elementwise_kernel("attention delta", FlashDeltaKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), 8, 128, false, bf16).define()),
         // The dK, dV f32 shares (4-lane vectors), dK, dV; 7 heads per group (issue 3's 28 / 4).
-        elementwise_kernel("attention group sum", GroupSumKernel::<WgpuRuntime>::new(elementwise, client, t(), t(), t(), t(), 4, 7, bf16).define()),
+        elementwise_kernel("attention group sum", GroupSumKernel::<WgpuRuntime>::new(elementwise.clone(), client.clone(), t(), t(), t(), t(), 4, 7, bf16).define()),
+        // The fused backwards' f32 dQ sums (4-lane vectors), scaled and cast to bf16.
+        elementwise_kernel("attention dq scale cast", ScaleCastKernel::<WgpuRuntime>::new(elementwise, client, t(), t(), (), 4, bf16).define()),
     ]
 }
 
@@ -223,7 +231,7 @@ fn logits_kernels(dev: &WgpuDevice, sm: u32) -> Vec<CudaKernel> {
 fn tensor_core_kernels_generate_cuda_source() {
     let Some(dev) = device() else { return };
     let kernels = tensor_core_kernels(&dev, 90);
-    assert_eq!(kernels.len(), 18 + 4 + 2);
+    assert_eq!(kernels.len(), 19 + 4 + 3);
     for k in &kernels {
         let (name, source) = (&k.name, &k.source);
         if std::env::var_os("MLAGENT_PRINT_CUDA").is_some() {
@@ -254,9 +262,11 @@ fn tensor_core_kernels_generate_cuda_source() {
                 if name.contains("wide") {
                     // Per step: Sᵀ and dPᵀ (K or V as A for 2 M tiles, Q or dO as B for 2 pairs, × 8
                     // steps of 16 dims) and Pᵀ/dSᵀ as A (2 M tiles × 4 steps of 16 queries), each
-                    // once per product; dO and Q as B, transposed (4 pairs × 4 steps, × 2).
+                    // once per product; dO and Q as B, transposed (4 pairs × 4 steps, × 2). Fused,
+                    // also dSᵀ as A and K as B, both transposed (8 steps × 2 M tiles or 2 pairs).
+                    let dq = if name.contains("fused") { 8 * 2 + 8 * 2 } else { 0 };
                     assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x("), 2 * (8 * 2 + 8 * 2) + 2 * (2 * 4), "{name}: ldmatrix");
-                    assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x_trans("), 2 * 4 * 4, "{name}: ldmatrix.trans");
+                    assert_eq!(calls("__ldmatrix_m8n8___nv_bfloat16_4x_trans("), 2 * 4 * 4 + dq, "{name}: ldmatrix.trans");
                 }
             }
             // Fast exp: the accurate one costs several times the instructions per logit.
@@ -506,7 +516,8 @@ fn ptxas_report_reads_the_verbose_lines() {
 /// NVRTC compiles every tensor-core kernel and the logits kernels for sm_80 (A100) and sm_90a
 /// (H100/H200) as the runtime would, and the register-tile kernels that use `ldmatrix` (the ones
 /// `MLAGENT_ATTENTION=mma` runs) stay in registers: ptxas reports at most a few spilled words, and
-/// none is touched in the hottest loop except with two M tiles per plane or 8 fused planes. Where `nvdisasm` is at hand (`bin/`
+/// none is touched in the hottest loop except with two M tiles per plane or 8 fused planes (the
+/// split or the wide layout). Where `nvdisasm` is at hand (`bin/`
 /// beside NVRTC's `lib/`), the machine code is read too: the attention kernels' hottest loop holds
 /// the expected tensor-core instructions and at most a budget of other instructions per `HMMA`
 /// (softmax, fragment loads, staging, addresses), and the logits forwards' row loop at most a
@@ -555,7 +566,8 @@ fn tensor_core_kernels_compile_with_nvrtc() {
                     // 13.5: the pad length, stored before the loop and reloaded after it); inside, once
                     // per tile. Only kernels that take all 255 registers may spill in the loop: two
                     // M tiles per plane (NVRTC 13.5: none now; earlier builds up to 5 accesses per key
-                    // tile against ~1430 instructions) and the 8-plane fused backward.
+                    // tile against ~1430 instructions), the 8-plane fused backward and the wide fused
+                    // one (NVRTC 13.5, sm_90a: one 4-byte reload per step against ~1500 instructions).
                     // The register-load variant (`MLAGENT_MMA_ASYNC=0`, a diagnostic beside the
                     // default `cp.async` one) is not held to it: at 255 registers on sm_80 it
                     // spilled 84 bytes once lazy rescaling moved the correction into a branch.
@@ -564,7 +576,7 @@ fn tensor_core_kernels_compile_with_nvrtc() {
                     if !diagnostic && (r.stack_bytes > limit || r.spill_stores > limit || r.spill_loads > limit) {
                         failures.push(format!("{} ({arch}): {r:?}: more local memory than {limit} bytes", k.name));
                     }
-                    let loop_local = if k.name.contains(" m32") || k.name.ends_with(" p8") { 8 } else { 0 };
+                    let loop_local = if k.name.contains(" m32") || k.name.ends_with(" p8") || k.name.contains("wide fused") { 8 } else { 0 };
                     if let Some(h) = hot.as_ref().filter(|h| !diagnostic && h.local > loop_local) {
                         failures.push(format!("{} ({arch}): {} local-memory accesses in the hottest loop (at most {loop_local})", k.name, h.local));
                     }
@@ -577,8 +589,8 @@ fn tensor_core_kernels_compile_with_nvrtc() {
                         // Today (NVRTC 13.5): forward 5.2–6.7, dQ 4.2–4.6 and dK/dV 4.8–5.2
                         // instructions per HMMA (2^x for P: one multiply per score less than `exp`).
                         Some(h) => {
-                            // The fused backward: 5.24 on sm_90a (its dQ share adds dS stores and
-                            // atomic adds to dK/dV's loop).
+                            // The fused backwards: 5.10 (split layout) and 4.72 (wide) on sm_90a
+                            // (their dQ share adds dS stores or loads and atomic adds to dK/dV's loop).
                             let budget = if k.name.starts_with("mma fwd") {
                                 8.0
                             } else if k.name.contains("fused") {

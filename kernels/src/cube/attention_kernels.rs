@@ -384,6 +384,18 @@ pub fn group_sum_kernel<F: Float, N: Size>(
     dv[i] = Vector::<F, N>::cast_from(sv);
 }
 
+/// `out = scale·acc` in the output dtype, elementwise (both contiguous, the same shape, vectors of
+/// `N`): the fused backwards' dQ from its f32 sums of `dS K` (FlashAttention-2's `convert_dQ`), one
+/// pass instead of a scaling and a cast.
+#[cube(launch, address_type = "dynamic")]
+pub fn scale_cast_kernel<F: Float, N: Size>(acc: &Tensor<Vector<f32, N>>, out: &mut Tensor<Vector<F, N>>, scale: f32, #[define(F)] _dtype: StorageType) {
+    let i = ABSOLUTE_POS;
+    if i >= out.len() {
+        terminate!();
+    }
+    out[i] = Vector::<F, N>::cast_from(acc[i] * Vector::new(scale));
+}
+
 /// dQ: cube (query tile, head, batch), one unit per query row; dq `[B, H, Tq, D]` contiguous.
 #[cube(launch, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]

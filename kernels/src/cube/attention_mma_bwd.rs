@@ -32,7 +32,7 @@
 
 use super::attention_kernels::{LOG2_E, batch_head, exp2, key_range, key_tile, lse_base2, query_tile, visible_end};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
-use super::mma_frags::{PLANE, load_a, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
+use super::mma_frags::{PLANE, load_a, load_at, load_b_pair, load_bt_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
 use cubecl::prelude::*;
 
@@ -270,14 +270,16 @@ pub(super) fn store_rows(l: f32, dd: f32, lse_s: &mut SharedMemory<f32>, delta_s
 }
 
 /// The fused backward's dQ share of one step: `dq_acc[row_base + qt + i, :] += Σ_k dS[i, k]
-/// K[k, :]` (the launcher scales the sums) for the step's `BLOCK_Q` queries `i` and the cube's `16·planes` keys `k` (FA2
-/// Algorithm 2, line 14, with atomic adds): `dS` `[BLOCK_Q, 16·planes]` query-major in `dss`
-/// (row stride [`ds_ld`]), K's rows in `ks`. The planes share the product as [`dq_split`] says;
-/// rows past `tq` are not written. All units call it, after a barrier that orders `dss`'s stores.
+/// K[k, :]` (the launcher scales the sums) for the step's `block_q` queries `i` and the cube's `16·planes` keys `k` (FA2
+/// Algorithm 2, line 14, with atomic adds): `dS` `[block_q, 16·planes]` query-major in `dss`
+/// (row stride `ld_s` elements, vectors of `s_vs`), or with `key_major` its transpose `dSᵀ`
+/// `[16·planes, block_q]` (as [`super::attention_mma_dkv`] stores it); K's rows in `ks`. The planes
+/// share the product as [`dq_split`] says; rows past `tq` are not written. All units call it, after
+/// a barrier that orders `dss`'s stores.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn add_dq<F: Float, N: Size>(
-    dss: &SharedMemory<Vector<F, Const<1>>>,
+pub(super) fn add_dq<F: Float, N: Size, S: Size>(
+    dss: &SharedMemory<Vector<F, S>>,
     ks: &SharedMemory<Vector<F, N>>,
     dq_acc: &mut Tensor<Atomic<f32>>,
     row_base: usize,
@@ -285,6 +287,10 @@ fn add_dq<F: Float, N: Size>(
     tq: usize,
     xs: &mut SharedMemory<f32>,
     #[comptime] planes: usize,
+    #[comptime] block_q: usize,
+    #[comptime] ld_s: usize,
+    #[comptime] s_vs: usize,
+    #[comptime] key_major: bool,
     #[comptime] ld: usize,
     #[comptime] head_dim: usize,
     #[comptime] vs: usize,
@@ -294,11 +300,10 @@ fn add_dq<F: Float, N: Size>(
     let lane = UNIT_POS_X as usize;
     let plane = UNIT_POS_Y as usize;
     let (g, t) = (lane / 4, lane % 4);
-    let ld_s = comptime!(ds_ld(planes));
     let m_split = comptime!(dq_split(planes, head_dim).0);
     let d_split = comptime!(dq_split(planes, head_dim).1);
     // M tiles and column pairs per plane.
-    let mts = comptime!(BLOCK_Q / 16 / m_split);
+    let mts = comptime!(block_q / 16 / m_split);
     let pps = comptime!(head_dim / 16 / d_split);
     let active = comptime!(m_split * d_split);
     let slot = plane % active;
@@ -311,7 +316,12 @@ fn add_dq<F: Float, N: Size>(
         let mut a = Array::<Vector<F, Const<2>>>::new(comptime!(4 * mts));
         #[unroll]
         for mi in 0..mts {
-            let f = load_a::<F, Const<1>>(dss, (m0 + m_split * mi) * 16 * ld_s + kk * 16, ld_s, 1usize, ldmatrix);
+            let q0 = (m0 + m_split * mi) * 16;
+            let f = if comptime!(key_major) {
+                load_at::<F, S>(dss, kk * 16 * ld_s + q0, ld_s, s_vs, ldmatrix)
+            } else {
+                load_a::<F, S>(dss, q0 * ld_s + kk * 16, ld_s, s_vs, ldmatrix)
+            };
             #[unroll]
             for i in 0..4usize {
                 a[4 * mi + i] = f[i];
@@ -750,7 +760,7 @@ pub fn flash_dkv_mma_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy
             // Every plane's dS is stored (and the next step's stores come after the loop's
             // barrier).
             sync_cube();
-            add_dq::<F, N>(&dss, &ks, dq_acc, rh, qt, tq, &mut xs, planes, ld, head_dim, vs, ldmatrix, emulate);
+            add_dq::<F, N, Const<1>>(&dss, &ks, dq_acc, rh, qt, tq, &mut xs, planes, BLOCK_Q, comptime!(ds_ld(planes)), 1usize, false, ld, head_dim, vs, ldmatrix, emulate);
         }
         // The other buffer is free since this step's first barrier; the next one orders these.
         store_rows(next_l, next_d, &mut lse_s, &mut delta_s, 1 - buf, tid, BLOCK_Q);

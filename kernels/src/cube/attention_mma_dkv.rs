@@ -19,14 +19,21 @@
 //! loads per operation against 0.63. Registers: dK and dV 64 each (the same as the 16-row
 //! kernel's), `Sᵀ` and `dPᵀ` 32 each (twice its).
 //!
+//! 3. fused (`MLAGENT_MMA_BWD=wide-fused`, FA2's whole backward in one kernel): it adds its share
+//!    of `dQ += dS K` (`[64, 16·planes] × [16·planes, D]`, A fragments from the stored `dSᵀ` by
+//!    transposed loads, K already resident; with 8 planes `[32, D/4]` per plane, FA2's
+//!    `AtomLayoutMdQ = 2`) to an f32 dQ by atomic adds. Five products per (key, query) tile instead
+//!    of seven, and no extra barrier: the loop's first one already keeps `dSᵀ` until every plane
+//!    has read it.
+//!
 //! Masking, lse (`f32::MAX` for rows that see no key), the cast of `P`/`dS` to the input dtype and
 //! the GQA shares (`A`, summed per KV head by [`super::attention_kernels::group_sum_kernel`]) are as
-//! in [`super::attention_mma_bwd`]; dQ comes from its dQ kernel. Where `D/16` is odd (head dim
+//! in [`super::attention_mma_bwd`]; dQ comes from its dQ kernel unless fused. Where `D/16` is odd (head dim
 //! 16 or 48), both planes of a key group compute all of `D` and plane `c = 0` writes it.
 
 use super::attention_kernels::{LOG2_E, batch_head, exp2, key_tile};
 use super::attention_mma::{MAX_HEAD_DIM, ROWS_PER_PLANE, ld_tile};
-use super::attention_mma_bwd::{abt, load_rows, store_rows, zeros};
+use super::attention_mma_bwd::{abt, add_dq, load_rows, store_rows, zeros};
 use super::mma_frags::{PLANE, load_a, load_b_pair, mma_pair_tiles, scratch_len, stage_rows_vec};
 use super::tile_copy::{TileCopy, commit_to, copy_row_pair, wait_for};
 use cubecl::prelude::*;
@@ -113,7 +120,8 @@ fn ps_b<F: Float, N: Size>(
 
 /// dK, dV of one query head with FA2's warp layout (see the module doc): cube (batch·head,
 /// `16·planes` key rows, 1) (see [`super::attention_kernels::batch_head`]); arguments and outputs
-/// as [`super::attention_mma_bwd::flash_dkv_mma_kernel`]'s unfused form. `planes` is even.
+/// as [`super::attention_mma_bwd::flash_dkv_mma_kernel`]'s, `fused` included (dQ / scale added to
+/// the zeroed f32 `dq_acc`; a stand-in the kernel does not touch otherwise). `planes` is even.
 #[cube(launch_unchecked, address_type = "dynamic", fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf)]
 #[allow(clippy::too_many_arguments)]
 pub fn flash_dkv_wide_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCopy>(
@@ -126,6 +134,7 @@ pub fn flash_dkv_wide_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCop
     pad: &Tensor<I>,
     dk: &mut Tensor<A>,
     dv: &mut Tensor<A>,
+    dq_acc: &mut Tensor<Atomic<f32>>,
     scale: f32,
     q_offset: usize,
     #[comptime] causal: bool,
@@ -133,6 +142,7 @@ pub fn flash_dkv_wide_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCop
     #[comptime] planes: usize,
     #[comptime] ldmatrix: bool,
     #[comptime] emulate: bool,
+    #[comptime] fused: bool,
     #[define(F, I, A)] _dtypes: [StorageType; 3],
 ) {
     let lane = UNIT_POS_X as usize;
@@ -308,6 +318,11 @@ pub fn flash_dkv_wide_kernel<F: Float, I: Numeric, A: Float, N: Size, C: TileCop
         // dV += Pᵀ dO and dK += dSᵀ Q: [32, 64] × [64, 16·pairs].
         ps_b::<F, N>(&ps, p_off, &dos, qo + col0, &mut acc_v, &mut xs, comptime!(BLOCK_Q / 16), pairs, ld, vs, ldmatrix, emulate);
         ps_b::<F, N>(&dss, p_off, &qs, qo + col0, &mut acc_k, &mut xs, comptime!(BLOCK_Q / 16), pairs, ld, vs, ldmatrix, emulate);
+        if comptime!(fused) {
+            // dQ += dS K ([64, 16·planes] × [16·planes, D]) from the stored dSᵀ, by atomic adds; the
+            // loop's next barrier keeps dSᵀ until every plane has read it.
+            add_dq::<F, N, Const<2>>(&dss, &ks, dq_acc, rh, qt, tq, &mut xs, planes, BLOCK_Q, LD_P, 2usize, true, ld, head_dim, vs, ldmatrix, emulate);
+        }
         // The other buffer is free since this step's first barrier; the next one orders these.
         store_rows(next_l, next_d, &mut lse_s, &mut delta_s, 1 - buf, tid, BLOCK_Q);
         buf = 1 - buf;

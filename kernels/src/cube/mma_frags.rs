@@ -212,6 +212,22 @@ pub fn load_b_pair<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usiz
     b
 }
 
+/// A fragment of `Xᵀ`'s `[16, 16]` block whose top-left element is at `off` of `sh` stored
+/// transposed (`sh`'s rows are the product's K index, its columns the M index; row stride `ld`):
+/// [`load_b_pair`]'s two fragments are the A fragment's registers in the order 0, 2, 1, 3
+/// (register `i` of A holds M row `g + 8·(i % 2)`, K columns `2t + 8·(i / 2)`; of the B pair, block
+/// `i / 2` of M, K rows `2t + 8·(i % 2)`).
+#[cube]
+pub fn load_at<F: Float, N: Size>(sh: &SharedMemory<Vector<F, N>>, off: usize, #[comptime] ld: usize, #[comptime] vs: usize, #[comptime] ldmatrix: bool) -> Array<Vector<F, Const<2>>> {
+    let b = load_b_pair::<F, N>(sh, off, ld, vs, ldmatrix);
+    let mut a = Array::<Vector<F, Const<2>>>::new(4usize);
+    a[0] = b[0];
+    a[1] = b[2];
+    a[2] = b[1];
+    a[3] = b[3];
+    a
+}
+
 /// For each of `mtiles` A fragments held back to back in `a` (4 registers each), the products with
 /// the B pair `b` (registers 0, 1: the first 8-wide block; 2, 3: the next) into the accumulators
 /// `c[mt·stride + ci ..]` (two vectors per block): one B pair serves every M tile.

@@ -224,10 +224,14 @@ pub enum BwdLayout {
     /// (`P` and `dS` through shared memory; `MLAGENT_MMA_BWD=wide`). Checked by emulation and
     /// NVRTC, not yet timed on a card.
     Wide,
+    /// FlashAttention-2's whole backward: the wide dK/dV kernel also adds `dS K` to dQ by atomic
+    /// adds, and the dQ kernel does not run (`MLAGENT_MMA_BWD=wide-fused`). Checked by emulation
+    /// and NVRTC, not yet timed on a card.
+    WideFused,
 }
 
 impl BwdLayout {
-    const ALL: [BwdLayout; 3] = [BwdLayout::Split, BwdLayout::Fused, BwdLayout::Wide];
+    const ALL: [BwdLayout; 4] = [BwdLayout::Split, BwdLayout::Fused, BwdLayout::Wide, BwdLayout::WideFused];
 
     /// The name `MLAGENT_MMA_BWD` takes, as the bench's JSON gives it.
     pub fn name(self) -> &'static str {
@@ -235,7 +239,18 @@ impl BwdLayout {
             BwdLayout::Split => "split",
             BwdLayout::Fused => "fused",
             BwdLayout::Wide => "wide",
+            BwdLayout::WideFused => "wide-fused",
         }
+    }
+
+    /// Whether dK/dV come from [`attention_mma_dkv`]'s kernel.
+    pub fn wide(self) -> bool {
+        matches!(self, BwdLayout::Wide | BwdLayout::WideFused)
+    }
+
+    /// Whether the dK/dV kernel also adds dQ (atomic adds into f32 sums) and the dQ kernel does not run.
+    pub fn fused_dq(self) -> bool {
+        matches!(self, BwdLayout::Fused | BwdLayout::WideFused)
     }
 
     /// The layout's code in the settings' atomics (0 means none).
@@ -249,7 +264,7 @@ impl BwdLayout {
     }
 }
 
-/// The register-tile backward's layout: [`set_mma_bwd_layout`]'s, else `MLAGENT_MMA_BWD=fused|wide`
+/// The register-tile backward's layout: [`set_mma_bwd_layout`]'s, else `MLAGENT_MMA_BWD=fused|wide|wide-fused`
 /// (read once; anything else: [`BwdLayout::Split`]).
 pub fn mma_bwd_layout() -> BwdLayout {
     let code = setting(&MMA_BWD_LAYOUT, || {
@@ -421,23 +436,19 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
     let requested = mma_bwd_layout();
     // The wide dK/dV kernel's planes where it is requested and fits (emulated: the most that fit).
     let wide_planes = |emulate: bool| {
-        let want = if emulate { 8 } else { mma_bwd_planes(BwdLayout::Wide) };
-        attention_mma_dkv::planes(d, elem, max, want, emulate).filter(|_| requested == BwdLayout::Wide)
+        let want = if emulate { 8 } else { mma_bwd_planes(requested) };
+        attention_mma_dkv::planes(d, elem, max, want, emulate).filter(|_| requested.wide())
     };
     // The requested layout, or the split kernels where the wide kernel does not fit.
-    let resolve = |emulate: bool| if requested == BwdLayout::Wide && wide_planes(emulate).is_none() { BwdLayout::Split } else { requested };
+    let resolve = |emulate: bool| if requested.wide() && wide_planes(emulate).is_none() { BwdLayout::Split } else { requested };
     let layout = resolve(false);
-    let fused = layout == BwdLayout::Fused;
     let mma_fits = |p: usize| {
-        let dq = if fused { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, dq_mtiles, false) };
-        let dkv = if layout == BwdLayout::Wide { 0 } else { attention_mma_bwd::dkv_shared_bytes(d, elem, p, false, fused) };
+        let dq = if layout.fused_dq() { 0 } else { attention_mma_bwd::dq_shared_bytes(d, elem, p, dq_mtiles, false) };
+        let dkv = if layout.wide() { 0 } else { attention_mma_bwd::dkv_shared_bytes(d, elem, p, false, layout == BwdLayout::Fused) };
         dq.max(dkv) <= max
     };
     // The requested planes where they fit, else the split kernels' 4 (the wide layout's dQ kernel: 4).
-    let planes = match layout {
-        BwdLayout::Wide => attention_mma::PLANES,
-        _ => Some(mma_bwd_planes(layout)).filter(|&p| mma_fits(p)).unwrap_or(attention_mma::PLANES),
-    };
+    let planes = if layout.wide() { attention_mma::PLANES } else { Some(mma_bwd_planes(layout)).filter(|&p| mma_fits(p)).unwrap_or(attention_mma::PLANES) };
     let dkv_planes = wide_planes(false).unwrap_or(planes);
     let grid = mma_grid_ok(q);
     let mma = grid && mma_attention_ok(q, d) && mma_fits(planes);
@@ -456,7 +467,7 @@ fn backward_plan<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Backward {
         ForwardKernel::MmaEmulated if grid => {
             // Emulated, the wide layout where its kernel fits (lavapipe's 32 KiB: f16 only).
             let layout = resolve(true);
-            attention_mma_bwd::emulation_planes(d, elem, max, layout == BwdLayout::Fused, dq_mtiles).map_or(Backward::Portable, |p| Backward::Mma {
+            attention_mma_bwd::emulation_planes(d, elem, max, layout.fused_dq(), dq_mtiles).map_or(Backward::Portable, |p| Backward::Mma {
                 layout,
                 planes: p,
                 dkv_planes: wide_planes(true).unwrap_or(p),
@@ -893,7 +904,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         }
         let iterations = match plan {
             Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
-            Backward::Mma { layout: BwdLayout::Wide, planes, dkv_planes, dq_mtiles, .. } => {
+            Backward::Mma { layout: BwdLayout::Wide | BwdLayout::WideFused, planes, dkv_planes, dq_mtiles, .. } => {
                 attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles).max(attention_mma_dkv::loop_iterations(tq, d, dkv_planes))
             }
             Backward::Mma { planes, dq_mtiles, .. } => attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles),
@@ -932,14 +943,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
         let (ran_layout, ran_dq) = match plan {
-            Backward::Mma { layout: BwdLayout::Fused, .. } => (BwdLayout::Fused.code(), 0),
+            Backward::Mma { layout, .. } if layout.fused_dq() => (layout.code(), 0),
             Backward::Mma { layout, dq_mtiles, .. } => (layout.code(), dq_mtiles),
             _ => (0, 0),
         };
         LAST_BACKWARD_LAYOUT.store(ran_layout, std::sync::atomic::Ordering::Relaxed);
         LAST_BACKWARD_DQ_MTILES.store(ran_dq, std::sync::atomic::Ordering::Relaxed);
         if let Backward::Mma { layout, planes, dkv_planes, ldmatrix, emulate, dq_mtiles } = plan {
-            let fused = layout == BwdLayout::Fused;
+            let fused = layout.fused_dq();
             // The split kernels write dQ; the fused one adds into f32 sums (below), so no dQ-sized
             // buffer is held for it meanwhile.
             let dq = (!fused).then(|| empty(&q, Shape::new([b, h, tq, d]), q.dtype));
@@ -992,7 +1003,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         emulate,
                         dtypes,
                     ) } };
-                    if layout == BwdLayout::Wide { unsafe { attention_mma_dkv::flash_dkv_wide_kernel::launch_unchecked::<$copy, R>(
+                    if layout.wide() { unsafe { attention_mma_dkv::flash_dkv_wide_kernel::launch_unchecked::<$copy, R>(
                         &client,
                         CubeCount::Static((b * h) as u32, tk.div_ceil(dkv_planes * attention_mma::ROWS_PER_PLANE) as u32, 1),
                         CubeDim::new_2d(mma_frags::PLANE as u32, dkv_planes as u32),
@@ -1007,6 +1018,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         pad.clone().into_tensor_arg(),
                         dk_heads.clone().into_tensor_arg(),
                         dv_heads.clone().into_tensor_arg(),
+                        dq_acc.clone().into_tensor_arg(),
                         p.scale,
                         p.q_offset,
                         p.causal,
@@ -1014,6 +1026,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                         dkv_planes,
                         ldmatrix,
                         emulate,
+                        fused,
                         [dtypes[0], dtypes[1], dk_heads.dtype.into()],
                     ) } } else { unsafe { attention_mma_bwd::flash_dkv_mma_kernel::launch_unchecked::<$copy, R>(
                         &client,
@@ -1069,8 +1082,23 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 );
             }
             let dq = dq.unwrap_or_else(|| {
-                let scaled = burn_cubecl::ops::numeric::mul_scalar(dq_acc, cubecl::prelude::InputScalar::new(p.scale, DType::F32));
-                burn_cubecl::kernel::cast(scaled, q.dtype)
+                let dq = empty(&q, Shape::new([b, h, tq, d]), q.dtype);
+                let address_type = addr(&[&dq_acc]);
+                let ([acc, out], svs) = vector_tiles([dq_acc, dq.clone()], d);
+                let n = b * h * tq * d / svs;
+                let cube_dim = CubeDim::new(&client, n);
+                attention_kernels::scale_cast_kernel::launch::<R>(
+                    &client,
+                    calculate_cube_count_elemwise(&client, n, cube_dim),
+                    cube_dim,
+                    address_type,
+                    svs,
+                    acc.into_tensor_arg(),
+                    out.into_tensor_arg(),
+                    p.scale,
+                    q.dtype.into(),
+                );
+                dq
             });
             return (dq, dk, dv);
         }
@@ -1184,6 +1212,8 @@ mod tests {
             assert_eq!(BwdLayout::from_code(l.code()), Some(l));
         }
         assert_eq!(BwdLayout::from_code(0), None);
-        assert_eq!(BwdLayout::ALL.map(BwdLayout::name), ["split", "fused", "wide"]);
+        assert_eq!(BwdLayout::ALL.map(BwdLayout::name), ["split", "fused", "wide", "wide-fused"]);
+        // Which kernels each layout runs: (dK/dV from the wide kernel, dQ added by the dK/dV kernel).
+        assert_eq!(BwdLayout::ALL.map(|l| (l.wide(), l.fused_dq())), [(false, false), (false, true), (true, false), (true, true)]);
     }
 }

@@ -43,7 +43,8 @@ enum What {
     /// through registers instead of cp.async, MLAGENT_MMA_BWD=fused runs the mma backward as one
     /// kernel (dQ by atomic adds; slower than the two kernels on an H200), MLAGENT_MMA_BWD=wide
     /// runs its dK/dV kernel with FlashAttention-2's warp layout (P and dS through shared memory;
-    /// not yet timed), and MLAGENT_MMA_BWD_PLANES=2|4|8 sets the dK/dV side's warps per cube. The
+    /// not yet timed), MLAGENT_MMA_BWD=wide-fused also adds dQ in that kernel (FlashAttention-2's
+    /// single backward kernel; not yet timed), and MLAGENT_MMA_BWD_PLANES=2|4|8 sets the dK/dV side's warps per cube. The
     /// kernels that ran are named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
@@ -351,7 +352,7 @@ fn check(a: CheckArgs) -> Result<()> {
 /// ", attention forward kernel: NAME" for the kernel the last attention forward ran on a CubeCL
 /// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it),
 /// and the last register-tile backward's layout when not the default (", backward: fused mma
-/// kernel", ", backward: wide dK/dV kernel"), with ", dQ kernel with 32 rows per warp" when it ran
+/// kernel", ", backward: wide dK/dV kernel", and the latter "with dQ by atomic adds"), with ", dQ kernel with 32 rows per warp" when it ran
 /// so; empty on the CPU.
 fn forward_kernel_note() -> String {
     let copies = if mlagent_kernels::cube::last_forward_async_copy() { " (cp.async tiles)" } else { "" };
@@ -359,6 +360,7 @@ fn forward_kernel_note() -> String {
     let layout = match mlagent_kernels::cube::last_backward_layout() {
         Some(BwdLayout::Fused) => ", backward: fused mma kernel",
         Some(BwdLayout::Wide) => ", backward: wide dK/dV kernel",
+        Some(BwdLayout::WideFused) => ", backward: wide dK/dV kernel with dQ by atomic adds",
         _ => "",
     };
     let rows = match (mlagent_kernels::cube::last_backward_dq_mtiles(), layout) {
