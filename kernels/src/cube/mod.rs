@@ -942,9 +942,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             dout.dtype.into(),
         );
         let dtypes = [q.dtype.into(), pad.dtype.into()];
+        // The dQ kernel's M tiles: 0 where the dK/dV kernel adds dQ.
         let (ran_layout, ran_dq) = match plan {
-            Backward::Mma { layout, .. } if layout.fused_dq() => (layout.code(), 0),
-            Backward::Mma { layout, dq_mtiles, .. } => (layout.code(), dq_mtiles),
+            Backward::Mma { layout, dq_mtiles, .. } => (layout.code(), if layout.fused_dq() { 0 } else { dq_mtiles }),
             _ => (0, 0),
         };
         LAST_BACKWARD_LAYOUT.store(ran_layout, std::sync::atomic::Ordering::Relaxed);

@@ -44,8 +44,8 @@ enum What {
     /// kernel (dQ by atomic adds; slower than the two kernels on an H200), MLAGENT_MMA_BWD=wide
     /// runs its dK/dV kernel with FlashAttention-2's warp layout (P and dS through shared memory;
     /// not yet timed), MLAGENT_MMA_BWD=wide-fused also adds dQ in that kernel (FlashAttention-2's
-    /// single backward kernel; not yet timed), and MLAGENT_MMA_BWD_PLANES=2|4|8 sets the dK/dV side's warps per cube. The
-    /// kernels that ran are named on stderr (json) or in the header.
+    /// single backward kernel; not yet timed), and MLAGENT_MMA_BWD_PLANES=2|4|8 sets the dK/dV
+    /// side's warps per cube. The kernels that ran are named on stderr (json) or in the header.
     ///
     /// Example: mlagent kernels check --device wgpu --dtype f32 --batch 2 --heads 6 --kv-heads 2
     /// --seq-len 128 --head-dim 64 --causal --vocab 5000 --tokens 64 --format json
@@ -352,8 +352,8 @@ fn check(a: CheckArgs) -> Result<()> {
 /// ", attention forward kernel: NAME" for the kernel the last attention forward ran on a CubeCL
 /// device (a requested `MLAGENT_ATTENTION` kernel falls back where the device cannot run it),
 /// and the last register-tile backward's layout when not the default (", backward: fused mma
-/// kernel", ", backward: wide dK/dV kernel", and the latter "with dQ by atomic adds"), with ", dQ kernel with 32 rows per warp" when it ran
-/// so; empty on the CPU.
+/// kernel", ", backward: wide dK/dV kernel", the latter with " with dQ by atomic adds" when fused),
+/// with ", dQ kernel with 32 rows per warp" when it ran so; empty on the CPU.
 fn forward_kernel_note() -> String {
     let copies = if mlagent_kernels::cube::last_forward_async_copy() { " (cp.async tiles)" } else { "" };
     use mlagent_kernels::cube::BwdLayout;
