@@ -14,6 +14,7 @@ mod adapter;
 pub mod attention;
 pub mod attention_ops;
 mod autodiff;
+pub mod backward_from;
 pub mod check;
 pub mod cpu_attention;
 #[cfg(test)]
@@ -28,6 +29,7 @@ mod wgpu_tests;
 
 pub use adapter::{gpu_adapter_present, wgpu_adapter_present};
 pub use attention::{AttentionMask, attention};
+pub use backward_from::{BackwardFrom, BackwardFromError, backward_from};
 pub use attention_ops::{FlashParams, flash_attention, flash_attention_with_lse};
 pub use ops::KernelBackend;
 pub use ppo::{Aggregation, KlEstimator, KlPenalty, PpoBatch, PpoConfig, PpoMetrics, PpoTokenParams, logprobs, ppo_loss};

@@ -101,8 +101,9 @@ pub fn loop_iterations(tq: usize, tk: usize, d: usize, planes: usize, dq_mtiles:
     let units = planes * PLANE;
     let stage = |rows: usize| (rows * d).div_ceil(units) + 1;
     let edges = |mtiles: usize| 2 * stage(planes * mtiles * ROWS_PER_PLANE) + 1;
-    // Per key tile: the loop pass, the K/V staging, and the dQ kernel's halves (a loop when emulated).
-    let dq = tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K) + dq_mtiles) + edges(dq_mtiles);
+    // Per key tile: the loop pass, the K/V staging, and the dQ kernel's `dq_mtiles` halves (a loop
+    // when emulated: its exiting pass counts too).
+    let dq = tk.div_ceil(BLOCK_K) * (1 + 2 * stage(BLOCK_K) + dq_mtiles + 1) + edges(dq_mtiles);
     let dkv = 1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q)) + edges(1);
     dq.max(dkv)
 }

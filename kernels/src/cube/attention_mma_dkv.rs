@@ -71,11 +71,14 @@ pub fn planes(d: usize, elem: usize, max_shared: usize, want: usize, emulate: bo
 }
 
 /// Loop passes one unit makes at most (for the software adapter's loop limit; every other loop is
-/// unrolled): the query-step loop with its Q/dO staging, and K/V staging.
+/// unrolled): the query-step loop with its Q/dO staging and, emulated, the two `ps_b` loops over
+/// the step's 16-query chunks (each pass counts, the exiting one included), and K/V staging. The
+/// fused dQ share (`add_dq`) is unrolled.
 pub fn loop_iterations(tq: usize, d: usize, planes: usize) -> usize {
     let units = planes * PLANE;
     let stage = |rows: usize| (rows * d).div_ceil(units) + 1;
-    1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q)) + 2 * stage(planes * ROWS_PER_PLANE) + 1
+    let products = 2 * (BLOCK_Q / 16 + 1);
+    1 + tq.div_ceil(BLOCK_Q) * (1 + 2 * stage(BLOCK_Q) + products) + 2 * stage(planes * ROWS_PER_PLANE) + 1
 }
 
 /// `acc[32, 16·pairs] += a_sh[32 rows from a_off, 16·steps] · b_sh[16·steps rows from b_off,

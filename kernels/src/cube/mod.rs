@@ -904,7 +904,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         }
         let iterations = match plan {
             Backward::Cmma(planes, tile, true) => attention_cmma_bwd::emulated_bwd_loop_iterations(tq, tk, d, planes, tile, h / kh),
-            Backward::Mma { layout: BwdLayout::Wide | BwdLayout::WideFused, planes, dkv_planes, dq_mtiles, .. } => {
+            // The fused wide layout runs no dQ kernel: its dQ share adds no loop to the dK/dV kernel's.
+            Backward::Mma { layout: BwdLayout::WideFused, dkv_planes, .. } => attention_mma_dkv::loop_iterations(tq, d, dkv_planes),
+            Backward::Mma { layout: BwdLayout::Wide, planes, dkv_planes, dq_mtiles, .. } => {
                 attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles).max(attention_mma_dkv::loop_iterations(tq, d, dkv_planes))
             }
             Backward::Mma { planes, dq_mtiles, .. } => attention_mma_bwd::loop_iterations(tq, tk, d, planes, dq_mtiles),

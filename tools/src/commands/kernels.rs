@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
 use mlagent_engine::device::CudaBackend;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
@@ -14,7 +14,7 @@ use mlagent_kernels::device_memory::{check_buffer_fits, pool_bytes};
 use mlagent_kernels::check::{AttentionCase, attention_rel_errors, ppo_rel_errors, uniform};
 use mlagent_kernels::ppo::{PpoBatch, ppo_loss_reference};
 use mlagent_kernels::attention::attention_reference;
-use mlagent_kernels::{AttentionMask, KernelBackend, KlEstimator, KlPenalty, PpoConfig, flash_attention, ppo_loss};
+use mlagent_kernels::{AttentionMask, BackwardFrom, KernelBackend, KlEstimator, KlPenalty, PpoConfig, backward_from, flash_attention, ppo_loss};
 use std::time::Instant;
 
 /// Check and time the fused kernels (flash attention, PPO loss from logits).
@@ -58,7 +58,7 @@ enum What {
     /// Attention reports TFLOP/s (4·B·H·S²·D, halved when causal; backward counted as 2.5× the
     /// forward), PPO reports GB/s (logits read, plus dlogits written with --bwd). --bwd times the
     /// forward and the backward from a fixed random dO (as FlashAttention's benchmarks call
-    /// out.backward(dO); here (out∘dO).backward(), one elementwise product each way), with
+    /// out.backward(dO): the graph is seeded with dO, no product or reduction over the output), with
     /// --reference-bwd the closed-form backward instead of the kernels.
     /// --baseline reference compares attention with the plain-ops reference instead of burn's
     /// attention (whose autotuning can take minutes on CUDA). On WGPU and CUDA each implementation's first call also reports device
@@ -227,7 +227,7 @@ trait KernelTask {
     type Output;
     fn run<B>(self, device: B::Device) -> Self::Output
     where
-        B: KernelBackend + AutodiffBackend,
+        B: KernelBackend + BackwardFrom,
         B::InnerBackend: KernelBackend;
 }
 
@@ -268,7 +268,7 @@ impl KernelTask for CheckTask {
     type Output = Result<serde_json::Value>;
     fn run<B>(self, device: B::Device) -> Self::Output
     where
-        B: KernelBackend + AutodiffBackend,
+        B: KernelBackend + BackwardFrom,
         B::InnerBackend: KernelBackend,
     {
         let a = self.0;
@@ -483,7 +483,7 @@ struct BenchTask(BenchArgs);
 impl BenchTask {
     fn attention<B>(&self, dev: &B::Device) -> Result<(Vec<Row>, &'static str)>
     where
-        B: KernelBackend + AutodiffBackend,
+        B: KernelBackend + BackwardFrom,
         B::InnerBackend: KernelBackend,
     {
         let a = &self.0;
@@ -509,11 +509,11 @@ impl BenchTask {
             let ad = |t: &Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(t.clone()).require_grad();
             let (q, k, v, kr, vr) = (ad(&q), ad(&k), ad(&v), ad(&kr), ad(&vr));
             let mask = AttentionMask::<B>::new(a.causal, 0, None, s, s, dev);
-            // The backward starts from dO: burn seeds a root with ones, so the root is out∘dO
-            // (dO a constant), whose backward hands dO to the attention. A scalar root (`.sum()`)
-            // would add a reduction over the output and a broadcast to the timing.
-            let dout = Tensor::<B, 4>::from_inner(rnd([b, h, s, d]));
-            let from_dout = |out: Tensor<B, 4>| (out * dout.clone()).backward();
+            // The backward starts from a fixed random dO, as FlashAttention's benchmarks call
+            // out.backward(dO): no reduction, product or fill over the output is timed.
+            let dout = rnd([b, h, s, d]);
+            let from_dout = |out: Tensor<B, 4>| backward_from(out, dout.clone());
+            from_dout(flash_attention(q.clone(), k.clone(), v.clone(), &mask))?;
             let fused = measure::<B, _>(dev, w, r, || from_dout(flash_attention(q.clone(), k.clone(), v.clone(), &mask)))?;
             let base = baseline(a.no_baseline, || match reference {
                 true => measure::<B, _>(dev, w, r, || from_dout(attention_reference(q.clone(), k.clone(), v.clone(), &mask))),
@@ -536,7 +536,7 @@ impl BenchTask {
 
     fn ppo<B>(&self, dev: &B::Device) -> Result<(Vec<Row>, &'static str)>
     where
-        B: KernelBackend + AutodiffBackend,
+        B: KernelBackend + BackwardFrom,
         B::InnerBackend: KernelBackend,
     {
         let a = &self.0;
@@ -576,7 +576,7 @@ impl KernelTask for BenchTask {
     type Output = Result<(Vec<Row>, &'static str)>;
     fn run<B>(self, device: B::Device) -> Self::Output
     where
-        B: KernelBackend + AutodiffBackend,
+        B: KernelBackend + BackwardFrom,
         B::InnerBackend: KernelBackend,
     {
         let a = &self.0;
