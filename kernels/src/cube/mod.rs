@@ -182,6 +182,13 @@ pub fn set_mma_async_copy(on: bool) {
 /// NVRTC compile looks for it (`include/` or, from CUDA 13, `include/cccl/` of `CUDA_PATH` or the
 /// default install): without it the kernels would not compile, so they load through registers
 /// instead, with a one-time warning.
+/// Grid for `n` units, one per element (or vector) of an elementwise kernel: the client's default
+/// cube size and enough cubes to cover `n`.
+fn elemwise_grid<R: CubeRuntime>(client: &cubecl::client::ComputeClient<R>, n: usize) -> (CubeCount, CubeDim) {
+    let cube_dim = CubeDim::new(client, n);
+    (calculate_cube_count_elemwise(client, n, cube_dim), cube_dim)
+}
+
 fn async_tiles<R: CubeRuntime>(client: &cubecl::client::ComputeClient<R>, vector_bytes: usize) -> bool {
     if vector_bytes != 16 || !mma_async_copy() || !client.properties().features.copy_async {
         return false;
@@ -657,8 +664,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         }
         let vs = logits_vector(&logits, v);
         let units = n * v / vs;
-        let cube_dim = CubeDim::new(&client, units);
-        let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+        let (cube_count, cube_dim) = elemwise_grid(&client, units);
         let address_type = addr(&[&logits, &out]);
         // SAFETY: every index is checked against `out.len()`, and `logits` has the same layout as `out`.
         unsafe {
@@ -676,8 +682,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 dtype.into(),
             );
         }
-        let cube_dim = CubeDim::new(&client, n);
-        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+        let (cube_count, cube_dim) = elemwise_grid(&client, n);
         let dtypes = [dtype.into(), targets.dtype.into()];
         // SAFETY: one unit per row below N (the kernel checks), the target clamped into the row of
         // the contiguous [N, V] output allocated above (V > 0 here).
@@ -927,12 +932,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         let address_type = addr(&[&q, &k, &v, &out, &dout, &dk]);
         let rows = b * h * tq;
         let delta = empty_f32(&q, Shape::new([b, h, tq]));
-        let cube_dim = CubeDim::new(&client, rows);
+        let (cube_count, cube_dim) = elemwise_grid(&client, rows);
         // O and dO as vectors (both contiguous: the same vector size fits both).
         let ([out_v, dout_v], dvs) = vector_tiles([out, dout.clone()], d);
         attention_kernels::flash_delta_kernel::launch::<R>(
             &client,
-            calculate_cube_count_elemwise(&client, rows, cube_dim),
+            cube_count,
             cube_dim,
             address_type,
             dvs,
@@ -1068,10 +1073,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 let address_type = addr(&[&dk_heads, &dk]);
                 let ([dk_heads, dv_heads], gvs) = vector_tiles([dk_heads, dv_heads], d);
                 let n = b * kh * tk * d / gvs;
-                let cube_dim = CubeDim::new(&client, n);
+                let (cube_count, cube_dim) = elemwise_grid(&client, n);
                 attention_kernels::group_sum_kernel::launch::<R>(
                     &client,
-                    calculate_cube_count_elemwise(&client, n, cube_dim),
+                    cube_count,
                     cube_dim,
                     address_type,
                     gvs,
@@ -1088,10 +1093,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
                 let address_type = addr(&[&dq_acc]);
                 let ([acc, out], svs) = vector_tiles([dq_acc, dq.clone()], d);
                 let n = b * h * tq * d / svs;
-                let cube_dim = CubeDim::new(&client, n);
+                let (cube_count, cube_dim) = elemwise_grid(&client, n);
                 attention_kernels::scale_cast_kernel::launch::<R>(
                     &client,
-                    calculate_cube_count_elemwise(&client, n, cube_dim),
+                    cube_count,
                     cube_dim,
                     address_type,
                     svs,
